@@ -1,0 +1,36 @@
+"""icqcodec: the reference implementation of the ICQ format for low-bit LLM weights."""
+
+from ._version import __version__
+from .constants import FORMAT_MAJOR, FORMAT_MINOR
+from .decode import decode
+from .encode import encode
+from .errors import (
+    BackendUnavailableError,
+    BadMagicError,
+    ChecksumError,
+    CorruptStreamError,
+    FormatError,
+    IcqcodecError,
+    LimitExceededError,
+    TruncatedError,
+    UnsupportedFeatureError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "__version__",
+    "FORMAT_MAJOR",
+    "FORMAT_MINOR",
+    "encode",
+    "decode",
+    "IcqcodecError",
+    "FormatError",
+    "TruncatedError",
+    "BadMagicError",
+    "UnsupportedVersionError",
+    "UnsupportedFeatureError",
+    "ChecksumError",
+    "LimitExceededError",
+    "CorruptStreamError",
+    "BackendUnavailableError",
+]

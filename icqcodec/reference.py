@@ -1,0 +1,190 @@
+"""The reference decoder of ICQ format 1.0: readable, plain Python and numpy, slow.
+
+It follows the spec (``spec/icq-format.md``) section by section; each function's docstring names its
+section. It omits nothing the spec requires; it trades speed for clarity (one Python loop per
+segment). The container parsing (steps 1 to 8 of section 9.2) is shared with every decoder in
+:mod:`icqcodec.container`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes
+from .bitstream import bits_are_zero, packed_size, unpack
+from .constants import CODING_RAW
+from .container import Header, Payload, ReadAt, TensorRecord, read_header
+from .errors import CorruptStreamError
+from .index_coding import decode_segment, segment_bounds
+from .scalar_codes import codebooks, inlier_levels, outlier_levels, to_output
+
+
+def decode_file(data: bytes | memoryview) -> dict[str, np.ndarray]:
+    """Decode every tensor of an ICQ file (spec section 9), checks in the order of 9.2."""
+    view = memoryview(data)
+
+    def read_at(offset: int, size: int) -> bytes:
+        return bytes(view[offset : offset + size])
+
+    header = read_header(read_at, len(view))
+    tensors = {record.name: decode_tensor(header, record, read_at) for record in header.tensors}
+    check_payload_padding(header, read_at)
+    return tensors
+
+
+def check_payload_padding(header: Header, read_at: ReadAt) -> None:
+    """Step 10 of spec section 9.2: the bytes between payloads are zero."""
+    for record, following in zip(header.tensors, header.tensors[1:]):
+        end = record.offset + record.size
+        if any(read_at(header.data_offset + end, following.offset - end)):
+            raise CorruptStreamError("padding between payloads is not zero", section="4.3",
+                                     offset=header.data_offset + end)  # fmt: skip
+
+
+# ---- 6 Tensor codings -------------------------------------------------------------------------
+
+
+def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one tensor, or its rows ``rows[0]`` to ``rows[1] - 1`` (spec sections 6 and 9.4).
+
+    Rows are icq rows (6.2); for raw tensors, rows of the leading dimension.
+    """
+    body = Payload(header, record, read_at)
+    whole = rows is None
+    if whole:
+        body.verify_all()
+    if record.coding == CODING_RAW:
+        out = decode_raw(body, rows)
+    else:
+        out = decode_icq(body, rows)
+    if whole:
+        body.check_section_padding()
+    return out
+
+
+def decode_raw(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
+    """6.1 Raw: the elements in row-major order, little-endian, copied bit for bit."""
+    record = body.record
+    dtype = dtypes.numpy_dtype(record.dtype)
+    shape = record.shape
+    if rows is None:
+        data = body.section("raw")
+    else:
+        inner = record.elements // shape[0] if shape and shape[0] else 0
+        start, stop = rows
+        data = body.section("raw", start * inner * dtype.itemsize, (stop - start) * inner * dtype.itemsize)
+        shape = (stop - start, *shape[1:])
+    if record.dtype == dtypes.BOOL and any(byte > 1 for byte in data):
+        # "byte 0x00 is false, 0x01 true; any other byte is corrupt"
+        raise CorruptStreamError(f"tensor {record.name!r}: bool byte other than 0 or 1", section="3")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def decode_icq(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
+    """6.2 icq: codebook, row parameters, codes, segment counts, gap symbols."""
+    record, p = body.record, body.record.params
+    name = record.name
+    first, stop = rows if rows is not None else (0, record.rows)
+    count = stop - first
+    cols = record.cols
+
+    # 1. Codebook: "Every entry MUST be finite"
+    raw_book = None
+    if "codebook" in body.layout.sections:
+        raw_book = np.frombuffer(body.section("codebook"), dtype="<f2")
+        require_finite(raw_book, f"tensor {name!r}: codebook", "6.2")
+    inlier_book, outlier_book = codebooks(p.kind, p.bits, p.outliers, raw_book)
+
+    # 2. Row parameters: f16 inlier_offset, inlier_scale[, outlier_offset, outlier_scale]
+    per_row = 2 + (2 if p.outliers else 0)
+    params = np.frombuffer(body.section("params", first * per_row * 2, count * per_row * 2), dtype="<f2")
+    params = params.reshape(count, per_row)
+    require_finite(params, f"tensor {name!r}: row parameters", "6.2")
+
+    # 3. Codes: row r at byte r * row_stride; column c at bit c * bits
+    row_stride = packed_size(cols, p.bits)
+    code_bytes = body.section("codes", first * row_stride, count * row_stride)
+    codes = np.empty((count, cols), dtype=np.int64)
+    for r in range(count):
+        row = code_bytes[r * row_stride : (r + 1) * row_stride]
+        codes[r] = unpack(row, cols, p.bits)
+        if not bits_are_zero(row, cols * p.bits):
+            raise CorruptStreamError(f"tensor {name!r}: padding bits of code row {first + r} are not zero", section="6.2")
+
+    # 4-5. Outlier positions (section 8)
+    outlier = np.zeros((count, cols), dtype=bool)
+    if p.outliers:
+        decode_positions(body, first, stop, outlier)
+
+    # 7. Levels and the rounding to the output dtype
+    values = np.empty((count, cols), dtype=np.float32)
+    for r in range(count):
+        inl = inlier_levels(params[r, 0], params[r, 1], p.bits, inlier_book)
+        values[r] = inl[codes[r]]
+        if p.outliers:
+            out = outlier_levels(params[r, 2], params[r, 3], p.bits, outlier_book)
+            values[r, outlier[r]] = out[codes[r, outlier[r]]]
+    shape = record.shape if rows is None else (count, cols)
+    return to_output(values, record.dtype).reshape(shape)
+
+
+def require_finite(values: np.ndarray, what: str, section: str) -> None:
+    if not np.isfinite(values.astype(np.float32)).all():
+        raise CorruptStreamError(f"{what} holds a value that is not finite", section=section)
+
+
+# ---- 8 Index coding of outlier positions --------------------------------------------------------
+
+
+def decode_positions(body: Payload, first: int, stop: int, outlier: np.ndarray) -> None:
+    """Mark the outliers of rows ``first`` to ``stop - 1`` (spec section 8)."""
+    record, p = body.record, body.record.params
+    name = record.name
+    bounds = segment_bounds(record.cols, p.segment)
+    segments = len(bounds)
+
+    # Segment counts, read whole; "the counts sum to exactly total_symbols"
+    count_data = body.section("counts")
+    counts = unpack(count_data, record.rows * segments, p.count_bits)
+    running = 0
+    for value in counts.tolist():
+        running += value
+        if running > p.total_symbols:
+            raise CorruptStreamError(f"tensor {name!r}: segment counts exceed total_symbols", section="8")
+    if running != p.total_symbols:
+        raise CorruptStreamError(f"tensor {name!r}: segment counts sum to {running}, "
+                                 f"total_symbols is {p.total_symbols}", section="8")  # fmt: skip
+    if not bits_are_zero(count_data, record.rows * segments * p.count_bits):
+        raise CorruptStreamError(f"tensor {name!r}: padding bits of the segment counts are not zero", section="8")
+
+    # start(r, s): the sum of the counts of all earlier segments
+    starts = np.concatenate([[0], np.cumsum(counts, dtype=np.uint64)]).astype(np.int64)
+    symbol_first, symbol_stop = int(starts[first * segments]), int(starts[stop * segments])
+    bit_first = symbol_first * p.gap_bits
+    byte_first = bit_first // 8
+    whole = first == 0 and stop == record.rows
+    gap_data = body.section("gaps", byte_first, None if whole else packed_size(symbol_stop, p.gap_bits) - byte_first)
+    skip = bit_first - byte_first * 8  # symbols of row `first` may start inside a byte
+    symbols = unpack_from_bit(gap_data, skip, symbol_stop - symbol_first, p.gap_bits)
+
+    for r in range(first, stop):
+        found = 0
+        for s, (start, length) in enumerate(bounds):
+            j = r * segments + s
+            chain = symbols[starts[j] - symbol_first : starts[j + 1] - symbol_first].tolist()
+            where = f"tensor {name!r} row {r} segment {s}: "
+            for position in decode_segment(chain, length, p.gap_bits, where=where):
+                outlier[r - first, start + position] = True
+                found += 1
+        if found != p.outliers:
+            raise CorruptStreamError(f"tensor {name!r}: row {r} has {found} outliers, expected {p.outliers}", section="8")
+    if whole and not bits_are_zero(gap_data, p.total_symbols * p.gap_bits):
+        raise CorruptStreamError(f"tensor {name!r}: padding bits of the gap symbols are not zero", section="8")
+
+
+def unpack_from_bit(data: bytes, skip: int, count: int, width: int) -> np.ndarray:
+    """``count`` fields of ``width`` bits starting at stream bit ``skip`` (skip < 8)."""
+    if skip == 0:
+        return unpack(data, count, width)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[skip:]
+    return unpack(np.packbits(bits, bitorder="little").tobytes(), count, width)
