@@ -95,18 +95,28 @@ def _decode_rows(out, params, code_words, row_words, cols, bits, inlier_book, ou
             continue
         # spec section 7: binary32 levels, exact products, one rounding, then the output rounding
         offset, scale = f16_bits_to_f32(params[r, 0]), f16_bits_to_f32(params[r, 1])
-        table_in = np.empty(levels_in, dtype=np.uint32)
+        table_in = np.empty(levels_in, dtype=out.dtype)
         for q in range(levels_in):
             table_in[q] = _output_bits(offset + inlier_book[q] * scale, out_kind)
         words = code_words[r * row_words : (r + 1) * row_words]
-        for c in range(cols):
-            out[r, c] = table_in[_field(words, c * bits, bits)]
+        target = out[r]
+        if 32 % bits == 0:  # whole codes per word: one load per 32 // bits codes
+            per_word = 32 // bits
+            mask = np.uint32((1 << bits) - 1)
+            for w in range(row_words):
+                word = words[w]
+                base = w * per_word
+                for k in range(min(per_word, cols - base)):
+                    target[base + k] = table_in[(word >> np.uint32(k * bits)) & mask]
+        else:
+            for c in range(cols):
+                target[c] = table_in[_field(words, c * bits, bits)]
         if not _tail_is_zero(words, cols * bits):
             flags[r, 1] = 1
         if outliers == 0 or not chains:
             continue
         o_offset, o_scale = f16_bits_to_f32(params[r, 2]), f16_bits_to_f32(params[r, 3])
-        table_out = np.empty(2 * half, dtype=np.uint32)
+        table_out = np.empty(2 * half, dtype=out.dtype)
         for m in range(half):
             magnitude = o_offset + outlier_book[m] * o_scale
             table_out[m] = _output_bits(magnitude, out_kind)

@@ -36,8 +36,8 @@ __all__ = ["encode", "EncodeOptions", "encode_tensor", "should_quantize", "QUANT
 
 _JIT = dict(cache=True, nogil=True)
 QUANTIZERS = {"uniform": KIND_UNIFORM, "codebook": KIND_CODEBOOK}
-CLIP_STARTS = np.array([1.0, 0.9, 0.8, 0.7, 0.6])  # fractions of the min-max range to start from
-REFITS = 4  # least-squares refits per start
+CLIP_STARTS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])  # fractions of the min-max range to start from
+REFITS = 6  # least-squares refits per start
 LLOYD_ROUNDS = 3  # codebook kind: alternations of shared levels and row ranges
 F16_MAX = 65504.0
 
@@ -105,40 +105,75 @@ def _level(offset, scale, base_value):
 
 
 @nb.njit(**_JIT)
-def _fit_range(values, base, uniform, starts, refits):
+def _cell_sums(counts, prefix, prefix_sq, lo, width, offset, scale, base):
+    """Squared error and least-squares sums of the values assigned to their nearest levels.
+
+    The values come as a fine histogram (cumulative count, sum and sum of squares per bin), so one
+    evaluation costs O(levels); a bin goes whole to the level nearest its centre.
+    """
+    bins = counts.size - 1
+    error = sb = sbb = sx = sbx = 0.0
+    begin = 0
+    for k in range(base.size):
+        end = bins
+        if k + 1 < base.size:
+            boundary = offset + 0.5 * (base[k] + base[k + 1]) * scale
+            end = int(min(max(np.floor((boundary - lo) / width + 0.5), 0.0), float(bins)))
+            end = max(end, begin)
+        count = counts[end] - counts[begin]
+        if count > 0:
+            s1 = prefix[end] - prefix[begin]
+            s2 = prefix_sq[end] - prefix_sq[begin]
+            level = np.float64(_level(offset, scale, base[k]))
+            error += s2 - 2.0 * level * s1 + count * level * level
+            sb += count * base[k]
+            sbb += count * base[k] * base[k]
+            sx += s1
+            sbx += base[k] * s1
+        begin = end
+    return max(error, 0.0), sb, sbb, sx, sbx
+
+
+HISTOGRAM_BINS = 2048
+
+
+@nb.njit(**_JIT)
+def _fit_range(values, base, starts, refits):
     """Fit ``f16`` (offset, scale) minimizing squared error of ``values`` against the levels.
 
-    Returns (offset, scale, squared error). Alternates nearest-level assignment and a least-squares
-    refit of offset and scale, from each clipped start; parameters are rounded before assignment.
+    Returns (offset, scale). Alternates nearest-level assignment and a least-squares refit of offset
+    and scale, from each clipped start; parameters are rounded to ``f16`` before assignment.
     """
     n = values.size
     if n == 0:
-        return 0.0, 0.0, 0.0
-    lo, hi, mean = values.min(), values.max(), values.mean()
+        return 0.0, 0.0
+    lo, hi = values.min(), values.max()
+    mean = values.mean()
     span = base[base.size - 1] - base[0]
-    best_offset, best_scale, best_error = _to_f16(mean), 0.0, np.inf
     if span <= 0.0 or hi <= lo:  # a single level: the mean is optimal
-        offset = _to_f16(mean)
-        error = 0.0
-        for v in values:
-            d = v - _level(offset, 0.0, 0.0)
-            error += d * d
-        return offset, 0.0, error
+        return _to_f16(mean), 0.0
+    bins = HISTOGRAM_BINS
+    width = (hi - lo) / bins
+    counts = np.zeros(bins + 1)
+    prefix = np.zeros(bins + 1)
+    prefix_sq = np.zeros(bins + 1)
+    for v in values:
+        i = min(int((v - lo) / width), bins - 1) + 1
+        counts[i] += 1.0
+        prefix[i] += v
+        prefix_sq[i] += v * v
+    for i in range(bins):
+        counts[i + 1] += counts[i]
+        prefix[i + 1] += prefix[i]
+        prefix_sq[i + 1] += prefix_sq[i]
+    best_offset, best_scale, best_error = _to_f16(mean), 0.0, np.inf
     for fraction in starts:
         half = 0.5 * (hi - lo) * fraction
         scale = 2.0 * half / span
         offset = 0.5 * (hi + lo) - half - base[0] * scale
         for step in range(refits + 1):
             offset16, scale16 = _to_f16(offset), _to_f16(max(scale, 0.0))
-            sb = sbb = sx = sbx = error = 0.0
-            for v in values:
-                b = base[_nearest(v, offset16, scale16, base, uniform)]
-                d = v - _level(offset16, scale16, b)
-                error += d * d
-                sb += b
-                sbb += b * b
-                sx += v
-                sbx += b * v
+            error, sb, sbb, sx, sbx = _cell_sums(counts, prefix, prefix_sq, lo, width, offset16, scale16, base)
             if error < best_error:
                 best_offset, best_scale, best_error = offset16, scale16, error
             variance = n * sbb - sb * sb
@@ -148,7 +183,7 @@ def _fit_range(values, base, uniform, starts, refits):
             if scale <= 0.0:
                 break
             offset = (sx - scale * sb) / n
-    return best_offset, best_scale, best_error
+    return best_offset, best_scale
 
 
 @nb.njit(**_JIT)
@@ -200,22 +235,26 @@ def _encode_rows(x, outliers, bits, inlier_base, outlier_base, uniform, starts, 
                 inliers[i] = row[c]
                 i += 1
         o_offset = o_scale = 0.0
-        offset, scale, error = _fit_range(inliers, inlier_base, uniform, starts, refits)
+        offset, scale = _fit_range(inliers, inlier_base, starts, refits)
         params[r, 0] = f32_to_f16_bits(np.float32(offset))
         params[r, 1] = f32_to_f16_bits(np.float32(scale))
-        total = error
         if outliers:
-            o_offset, o_scale, o_error = _fit_range(magnitudes, outlier_base, uniform, starts, refits)
+            o_offset, o_scale = _fit_range(magnitudes, outlier_base, starts, refits)
             params[r, 2] = f32_to_f16_bits(np.float32(o_offset))
             params[r, 3] = f32_to_f16_bits(np.float32(o_scale))
-            total += o_error
+        total = 0.0
         for c in range(cols):
             v = row[c]
             if is_outlier[c]:
                 m = _nearest(abs(v), o_offset, o_scale, outlier_base, uniform)
                 codes[r, c] = m | (sign_bit if v < 0.0 or (v == 0.0 and np.signbit(v)) else 0)
+                level = _level(o_offset, o_scale, outlier_base[m])
+                d = abs(v) - level
             else:
-                codes[r, c] = _nearest(v, offset, scale, inlier_base, uniform)
+                q = _nearest(v, offset, scale, inlier_base, uniform)
+                codes[r, c] = q
+                d = v - _level(offset, scale, inlier_base[q])
+            total += d * d
         errors[r] = total
     return codes, params, positions, errors
 
@@ -306,16 +345,24 @@ def _gaps(positions, segment_log2):
 
 def _choose_gap_bits(gaps, segment_ids, segment_count):
     """The gap width (and count width) that minimizes sections 4 and 5 (spec section 10)."""
+    counts = _symbol_counts(gaps, segment_ids, segment_count)
     best = None
     for gap_bits in range(1, MAX_GAP_BITS + 1):
-        escape = (1 << gap_bits) - 1
-        symbols = gaps // escape + 1
-        counts = np.bincount(segment_ids, weights=symbols, minlength=segment_count).astype(np.int64)
-        count_bits = max(1, int(counts.max()).bit_length())
-        size = packed_size(segment_count, count_bits) + packed_size(int(symbols.sum()), gap_bits)
+        count_bits = max(1, int(counts[gap_bits].max()).bit_length())
+        size = packed_size(segment_count, count_bits) + packed_size(int(counts[gap_bits].sum()), gap_bits)
         if best is None or size < best[0]:
-            best = (size, gap_bits, count_bits, counts)
+            best = (size, gap_bits, count_bits, counts[gap_bits])
     return best[1:]
+
+
+@nb.njit(**_JIT)
+def _symbol_counts(gaps, segment_ids, segment_count):
+    """Symbols per segment for every gap width: a gap ``d`` takes ``d // M + 1`` symbols."""
+    counts = np.zeros((MAX_GAP_BITS + 1, segment_count), dtype=np.int64)
+    for i in range(gaps.size):
+        for gap_bits in range(1, MAX_GAP_BITS + 1):
+            counts[gap_bits, segment_ids[i]] += gaps[i] // ((1 << gap_bits) - 1) + 1
+    return counts
 
 
 @nb.njit(**_JIT)

@@ -1,0 +1,219 @@
+"""Many tensors in one ICQ file: ``save``/``load`` on bytes, ``save_file``/``load_file``/``safe_open``
+on paths, in the shape safetensors users know.
+
+Files are written to a temporary file beside the target and renamed into place, so a reader never
+sees a partial file and an existing file is replaced only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .constants import RESERVED_KEY_PREFIX
+from .container import Header, ReadAt, TensorRecord, read_header
+from .decode import _bytes_reader, check_output_size, decode_tensor
+from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
+
+__all__ = ["save", "load", "save_file", "load_file", "safe_open"]
+
+
+def _encode_all(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None, options: EncodeOptions,
+                coding: str | Mapping[str, str], dtype: str | None) -> list[bytes | memoryview]:  # fmt: skip
+    user = dict(metadata or {})
+    for key, value in user.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata keys and values must be str, got {key!r}: {value!r}")
+        if key.startswith(RESERVED_KEY_PREFIX):
+            raise ValueError(f"metadata key {key!r}: keys starting with {RESERVED_KEY_PREFIX!r} are reserved")
+    encoded = []
+    for name, array in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
+        tensor_coding = coding.get(name, "auto") if isinstance(coding, Mapping) else coding
+        encoded.append(encode_tensor(name, array, options, coding=tensor_coding, dtype=dtype))
+    full = {**user, **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
+    return assemble(encoded, full)
+
+
+def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | None = None, bits: int = 2,
+         outlier_ratio: float = 0.05, quantizer: str = "uniform", coding: str | Mapping[str, str] = "auto",
+         dtype: str | None = None) -> bytes:  # fmt: skip
+    """Encode named tensors into the bytes of one ICQ file.
+
+    Args:
+        tensors: name -> array. Names are non-empty; the file keeps them in byte order.
+        metadata: str -> str, kept in the file (like safetensors' ``__metadata__``).
+        bits, outlier_ratio, quantizer: options of the icq coding (see :func:`icqcodec.encode`).
+        coding: ``"auto"`` (the default rule: floating-point matrices with at least 64 columns and
+            4096 finite elements are quantized, the rest stored raw), ``"icq"``, ``"raw"``, or a
+            mapping name -> coding (missing names are ``"auto"``).
+        dtype: output dtype of quantized tensors (default: the source's where possible).
+
+    Example:
+        >>> import numpy as np, icqcodec.files as f
+        >>> data = f.save({"w": np.ones((64, 64), np.float32), "b": np.arange(3)}, metadata={"format": "pt"})
+        >>> sorted(f.load(data))
+        ['b', 'w']
+    """
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer)
+    return b"".join(_encode_all(tensors, metadata, options, coding, dtype))
+
+
+def load(data: bytes | bytearray | memoryview, *, backend: str = "numba",
+         max_output_size: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Decode every tensor of an ICQ file's bytes; checks in the order of spec section 9.2."""
+    read_at, size = _bytes_reader(data)
+    header = read_header(read_at, size)
+    check_output_size(header, header.tensors, max_output_size)
+    tensors = {r.name: decode_tensor(header, r, read_at, backend=backend) for r in header.tensors}
+    _check_payload_padding(header, read_at)
+    return tensors
+
+
+def _check_payload_padding(header: Header, read_at: ReadAt) -> None:
+    from .reference import check_payload_padding
+
+    check_payload_padding(header, read_at)
+
+
+def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *, overwrite: bool = False,
+              **options) -> None:  # fmt: skip
+    """Encode tensors into an ICQ file at ``path``, atomically (see :func:`save` for the options).
+
+    Raises FileExistsError if ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    encode_options = EncodeOptions(**{k: options.pop(k) for k in ("bits", "outlier_ratio", "quantizer") if k in options})
+    pieces = _encode_all(tensors, options.pop("metadata", None), encode_options, options.pop("coding", "auto"),
+                         options.pop("dtype", None))  # fmt: skip
+    if options:
+        raise TypeError(f"unexpected options: {', '.join(options)}")
+    write_atomically(path, pieces, overwrite=overwrite)
+
+
+def write_atomically(path: Path, pieces, *, overwrite: bool) -> None:
+    """Write ``pieces`` to a temporary file beside ``path``, flush it, then rename it into place."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for piece in pieces:
+                out.write(piece)
+            out.flush()
+            os.fsync(out.fileno())
+        if not overwrite and path.exists():
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_file(path: str | os.PathLike, *, backend: str = "numba") -> dict[str, np.ndarray]:
+    """Decode every tensor of the ICQ file at ``path``."""
+    with safe_open(path, backend=backend) as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        f.check_padding()
+        return tensors
+
+
+class safe_open:  # noqa: N801 - the name safetensors users know
+    """Open an ICQ file lazily: the header is read and checked at once, tensors on demand.
+
+    Example:
+        >>> import numpy as np, tempfile, os, icqcodec.files as f
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.icq")
+        >>> f.save_file({"w": np.ones((128, 64), np.float32)}, path, bits=4)
+        >>> with f.safe_open(path) as icq:
+        ...     icq.keys(), icq.get_slice("w")[2:5].shape
+        (['w'], (3, 64))
+    """
+
+    def __init__(self, path: str | os.PathLike, *, backend: str = "numba", framework: str = "numpy") -> None:
+        if framework not in ("numpy", "np"):
+            raise ValueError(f"framework must be 'numpy', got {framework!r}")
+        self.backend = backend
+        self._file = open(path, "rb")
+        size = os.fstat(self._file.fileno()).st_size
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        view = memoryview(self._map) if self._map is not None else memoryview(b"")
+
+        def read_at(offset: int, length: int) -> memoryview:
+            return view[offset : offset + length]
+
+        self._view, self._read_at = view, read_at
+        try:
+            self.header = read_header(read_at, size)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> safe_open:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        # an array still pointing into the map keeps it alive; it is freed with that array
+        for resource in (getattr(self, "_view", None), getattr(self, "_map", None)):
+            try:
+                if isinstance(resource, memoryview):
+                    resource.release()
+                elif resource is not None:
+                    resource.close()
+            except BufferError:
+                pass
+        self._view = self._map = None
+        self._file.close()
+
+    def keys(self) -> list[str]:
+        return [r.name for r in self.header.tensors]
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.header.metadata)
+
+    def record(self, name: str) -> TensorRecord:
+        try:
+            return self.header.by_name[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r}") from None
+
+    def get_tensor(self, name: str) -> np.ndarray:
+        return decode_tensor(self.header, self.record(name), self._read_at, backend=self.backend)
+
+    def get_slice(self, name: str) -> _Slice:
+        return _Slice(self, self.record(name))
+
+    def check_padding(self) -> None:
+        _check_payload_padding(self.header, self._read_at)
+
+
+class _Slice:
+    """``get_slice(name)[a:b]`` decodes only rows ``a`` to ``b - 1`` of the leading dimension."""
+
+    def __init__(self, owner: safe_open, record: TensorRecord) -> None:
+        self.owner, self.record = owner, record
+
+    def get_shape(self) -> list[int]:
+        return list(self.record.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        record = self.record
+        if not isinstance(index, slice) or index.step not in (None, 1) or not record.shape:
+            raise TypeError("get_slice supports [start:stop] on the leading dimension only")
+        start, stop, _ = index.indices(record.shape[0])
+        stop = max(start, stop)
+        if record.coding != 0 and len(record.shape) == 1:  # one icq row: decode it, then cut it
+            return self.owner.get_tensor(record.name)[start:stop]
+        inner = 1 if record.coding == 0 else record.rows // record.shape[0]
+        rows = (start * inner, stop * inner)
+        out = decode_tensor(self.owner.header, record, self.owner._read_at, rows=rows, backend=self.owner.backend)
+        return out.reshape((stop - start, *record.shape[1:]))

@@ -1,0 +1,45 @@
+"""Checks shared by the tests."""
+
+import numpy as np
+import pytest
+
+import icqcodec
+from icqcodec import files
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality of two arrays (NaN payloads and signed zeros included)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def check_backends_agree(data: bytes) -> dict:
+    """Every CPU backend decodes ``data`` to the same bits; returns the tensors."""
+    reference = files.load(data, backend="reference")
+    fast = files.load(data, backend="numba")
+    assert reference.keys() == fast.keys()
+    for name in reference:
+        assert same_bits(reference[name], fast[name]), name
+    return fast
+
+
+def check_rejected(data: bytes, error: type = icqcodec.FormatError, category: str | None = None) -> None:
+    """Every backend rejects ``data`` with ``error`` and the same category."""
+    categories = set()
+    for backend in ("reference", "numba"):
+        with pytest.raises(error) as caught:
+            files.load(data, backend=backend)
+        categories.add(caught.value.category)
+    assert len(categories) == 1, categories
+    if category is not None:
+        assert categories == {category}
+
+
+def refresh_header_crcs(data: bytes | bytearray) -> bytes:
+    """Recompute directory_crc and header_crc after an edit, so the edit reaches deeper checks."""
+    from icqcodec.container import crc32c
+
+    data = bytearray(data)
+    directory_size = int.from_bytes(data[16:24], "little")
+    data[56:60] = crc32c(bytes(data[64 : 64 + directory_size])).to_bytes(4, "little")
+    data[60:64] = crc32c(bytes(data[:60])).to_bytes(4, "little")
+    return bytes(data)
