@@ -7,8 +7,8 @@ section 9.2 steps 1 to 8 live in :func:`read_header`, in the normative order.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import crc32c as _crc32c
 
@@ -239,9 +239,7 @@ class _DirectoryCursor:
 
     def take(self, size: int, what: str) -> bytes:
         if size > len(self.data) - self.position:
-            raise CorruptStreamError(
-                f"{what} runs past the end of the directory", section="4.2", offset=self.here
-            )
+            raise CorruptStreamError(f"{what} runs past the end of the directory", section="4.2", offset=self.here)
         chunk = self.data[self.position : self.position + size]
         self.position += size
         return chunk
@@ -258,7 +256,7 @@ def _decode_utf8(raw: bytes, what: str, offset: int) -> str:
     try:
         return raw.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise CorruptStreamError(f"{what} is not well-formed UTF-8", section="4.2", offset=offset)
+        raise CorruptStreamError(f"{what} is not well-formed UTF-8", section="4.2", offset=offset) from None
 
 
 def _read_string(cursor: _DirectoryCursor, what: str, limit: int, allow_empty: bool) -> tuple[bytes, str, int]:
@@ -289,7 +287,9 @@ def read_header(read_at: ReadAt, file_size: int) -> Header:
         raise TruncatedError(f"input of {file_size} bytes ends inside the version", section="4.1", offset=8)
     major, minor = struct.unpack_from("<HH", head, 8)
     if major != FORMAT_MAJOR:
-        raise UnsupportedVersionError(f"format version {major}.{minor}; this decoder reads 1.x", section="4.1", offset=8)
+        raise UnsupportedVersionError(
+            f"format version {major}.{minor}; this decoder reads 1.x", section="4.1", offset=8
+        )
     # Step 3
     if file_size < FIXED_HEADER_SIZE:
         raise TruncatedError(f"input of {file_size} bytes ends inside the fixed header", section="4.1", offset=0)
@@ -322,7 +322,9 @@ def read_header(read_at: ReadAt, file_size: int) -> Header:
     # Step 6: file length
     end = data_offset + data_size
     if file_size < end:
-        raise TruncatedError(f"input of {file_size} bytes ends before the declared end {end}", section="4", offset=file_size)
+        raise TruncatedError(
+            f"input of {file_size} bytes ends before the declared end {end}", section="4", offset=file_size
+        )
     if file_size > end:
         raise CorruptStreamError(f"{file_size - end} trailing bytes after the data section", section="4", offset=end)
     # Step 7: directory checksum and padding
@@ -360,7 +362,9 @@ def _read_features(cursor: _DirectoryCursor, count: int) -> list[Feature]:
         feature_id, flags, length = _FEATURE.unpack(cursor.take(_FEATURE.size, "feature record"))
         payload = cursor.take(length, "feature payload")
         if flags & ~1:
-            raise CorruptStreamError(f"feature {feature_id} has reserved flags {flags:#x}", section="4.2.1", offset=offset)
+            raise CorruptStreamError(
+                f"feature {feature_id} has reserved flags {flags:#x}", section="4.2.1", offset=offset
+            )
         if features and feature_id <= features[-1].feature_id:
             raise CorruptStreamError(f"feature id {feature_id} is not increasing", section="4.2.1", offset=offset)
         required = bool(flags & 1)
@@ -403,7 +407,9 @@ def _read_tensors(cursor: _DirectoryCursor, count: int, chunk_log2: int, data_si
         record_offset = cursor.here
         raw_name, name, _ = _read_string(cursor, "tensor name", MAX_NAME_LENGTH, allow_empty=False)
         fixed = cursor.take(_TENSOR_FIXED.size, "tensor record")
-        dtype, source_dtype, coding, rank, reserved, offset, size, table_crc, params_length = _TENSOR_FIXED.unpack(fixed)
+        dtype, source_dtype, coding, rank, reserved, offset, size, table_crc, params_length = _TENSOR_FIXED.unpack(
+            fixed
+        )
         shape = struct.unpack(f"<{rank}Q", cursor.take(8 * rank, "tensor shape"))
         params_raw = cursor.take(params_length, "coding parameters")
         where = dict(offset=record_offset)
@@ -504,7 +510,9 @@ def verify_table(record: TensorRecord, table: bytes) -> None:
                             section="4.4", offset=record.record_offset)  # fmt: skip
 
 
-def verify_chunks(record: TensorRecord, header: Header, table: bytes, read_payload: ReadAt, first: int, stop: int) -> None:
+def verify_chunks(
+    record: TensorRecord, header: Header, table: bytes, read_payload: ReadAt, first: int, stop: int
+) -> None:
     """Check chunks ``first`` to ``stop - 1`` of a tensor's body against its (verified) table."""
     chunk = header.chunk_size
     body_size = tensor_layout(record, header.chunk_log2).body_size
@@ -603,7 +611,7 @@ def write_container(
         directory += _FEATURE.pack(feature.feature_id, int(feature.required), len(feature.payload)) + feature.payload
     for key in sorted(metadata, key=lambda k: k.encode("utf-8")):
         directory += _string(key) + _string(metadata[key])
-    for record, offset, payload in zip(records, offsets, payloads):
+    for record, offset, payload in zip(records, offsets, payloads, strict=True):
         params = record.params.to_bytes() if record.params else b""
         directory += _string(record.name)
         directory += _TENSOR_FIXED.pack(record.dtype, record.source_dtype, record.coding, len(record.shape), 0,
@@ -613,9 +621,13 @@ def write_container(
     fixed = _FIXED.pack(MAGIC, FORMAT_MAJOR, minor, 0, len(directory), data_offset, data_size, len(records),
                         len(metadata), len(features), chunk_log2, b"\0\0\0", crc32c(directory), 0)  # fmt: skip
     fixed = fixed[:60] + crc32c(fixed[:60]).to_bytes(4, "little")
-    pieces: list[bytes | memoryview] = [fixed, bytes(directory), bytes(data_offset - FIXED_HEADER_SIZE - len(directory))]
+    pieces: list[bytes | memoryview] = [
+        fixed,
+        bytes(directory),
+        bytes(data_offset - FIXED_HEADER_SIZE - len(directory)),
+    ]
     position = 0
-    for offset, payload in zip(offsets, payloads):
+    for offset, payload in zip(offsets, payloads, strict=True):
         pieces.append(bytes(offset - position))
         pieces.append(payload)
         position = offset + len(payload)

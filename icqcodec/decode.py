@@ -139,7 +139,11 @@ def _decode_rows(out, params, code_words, row_words, cols, bits, inlier_book, ou
                 out[r, c] = table_out[_field(words, c * bits, bits)]
                 found += 1
                 cursor = p + 1
-            if flags[r, 2] == 0 and stop > first and _field(gap_words, (stop - 1) * gap_bits - gap_bit_base, gap_bits) == escape:
+            if (
+                flags[r, 2] == 0
+                and stop > first
+                and _field(gap_words, (stop - 1) * gap_bits - gap_bit_base, gap_bits) == escape
+            ):
                 flags[r, 2], flags[r, 3] = _CHAIN_TRAILING_ESCAPE, s
             if flags[r, 2]:
                 break
@@ -251,8 +255,9 @@ def _raise_first(name: str, first: int, flags: np.ndarray, chain_status: int, ex
             raise CorruptStreamError(where + "gap chain runs past the end of the segment", section="8")
         if code == _CHAIN_TRAILING_ESCAPE:
             raise CorruptStreamError(where + "segment ends with an escape", section="8")
-        raise CorruptStreamError(f"tensor {name!r}: row {first + r} has {extra} outliers, "
-                                 f"expected {expected}", section="8")
+        raise CorruptStreamError(
+            f"tensor {name!r}: row {first + r} has {extra} outliers, expected {expected}", section="8"
+        )
 
 
 def _bytes_reader(data: bytes | bytearray | memoryview) -> tuple[ReadAt, int]:

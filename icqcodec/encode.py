@@ -411,7 +411,9 @@ def pack_fields(values: np.ndarray, width: int) -> bytes:
 # ---- the icq coding of one tensor ----------------------------------------------------------------
 
 
-def encode_icq(array: np.ndarray, options: EncodeOptions, output_dtype: int) -> tuple[IcqParams, dict[str, bytes], float]:
+def encode_icq(
+    array: np.ndarray, options: EncodeOptions, output_dtype: int
+) -> tuple[IcqParams, dict[str, bytes], float]:
     """Code one floating-point array; returns its parameters, body sections and squared error."""
     x = np.ascontiguousarray(array, dtype=np.float32)
     if x.ndim == 0 or x.size == 0:

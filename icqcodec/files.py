@@ -89,7 +89,9 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *, ove
     Raises FileExistsError if ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    encode_options = EncodeOptions(**{k: options.pop(k) for k in ("bits", "outlier_ratio", "quantizer") if k in options})
+    encode_options = EncodeOptions(
+        **{k: options.pop(k) for k in ("bits", "outlier_ratio", "quantizer") if k in options}
+    )
     pieces = _encode_all(tensors, options.pop("metadata", None), encode_options, options.pop("coding", "auto"),
                          options.pop("dtype", None))  # fmt: skip
     if options:

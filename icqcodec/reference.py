@@ -34,7 +34,7 @@ def decode_file(data: bytes | memoryview) -> dict[str, np.ndarray]:
 
 def check_payload_padding(header: Header, read_at: ReadAt) -> None:
     """Step 10 of spec section 9.2: the bytes between payloads are zero."""
-    for record, following in zip(header.tensors, header.tensors[1:]):
+    for record, following in zip(header.tensors, header.tensors[1:], strict=False):
         end = record.offset + record.size
         if any(read_at(header.data_offset + end, following.offset - end)):
             raise CorruptStreamError("padding between payloads is not zero", section="4.3",
@@ -44,7 +44,9 @@ def check_payload_padding(header: Header, read_at: ReadAt) -> None:
 # ---- 6 Tensor codings -------------------------------------------------------------------------
 
 
-def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: tuple[int, int] | None = None) -> np.ndarray:
+def decode_tensor(
+    header: Header, record: TensorRecord, read_at: ReadAt, rows: tuple[int, int] | None = None
+) -> np.ndarray:
     """Decode one tensor, or its rows ``rows[0]`` to ``rows[1] - 1`` (spec sections 6 and 9.4).
 
     Rows are icq rows (6.2); for raw tensors, rows of the leading dimension.
@@ -109,7 +111,9 @@ def decode_icq(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
         row = code_bytes[r * row_stride : (r + 1) * row_stride]
         codes[r] = unpack(row, cols, p.bits)
         if not bits_are_zero(row, cols * p.bits):
-            raise CorruptStreamError(f"tensor {name!r}: padding bits of code row {first + r} are not zero", section="6.2")
+            raise CorruptStreamError(
+                f"tensor {name!r}: padding bits of code row {first + r} are not zero", section="6.2"
+            )
 
     # 4-5. Outlier positions (section 8)
     outlier = np.zeros((count, cols), dtype=bool)
@@ -177,7 +181,9 @@ def decode_positions(body: Payload, first: int, stop: int, outlier: np.ndarray) 
                 outlier[r - first, start + position] = True
                 found += 1
         if found != p.outliers:
-            raise CorruptStreamError(f"tensor {name!r}: row {r} has {found} outliers, expected {p.outliers}", section="8")
+            raise CorruptStreamError(
+                f"tensor {name!r}: row {r} has {found} outliers, expected {p.outliers}", section="8"
+            )
     if whole and not bits_are_zero(gap_data, p.total_symbols * p.gap_bits):
         raise CorruptStreamError(f"tensor {name!r}: padding bits of the gap symbols are not zero", section="8")
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from strategies import encodings, weight_arrays
 
 import icqcodec
-from icqcodec import dtypes, files
+from icqcodec import dtypes
 from icqcodec.bitstream import unpack
 from icqcodec.container import read_header, tensor_layout
 from icqcodec.decode import _bytes_reader
