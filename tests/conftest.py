@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from icqcodec.decode import BACKENDS
+
+# numba compiles on first use: a first example may take seconds, so no per-example deadline
+settings.register_profile("icq", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("icq")
 
 
 def _cupy_ready() -> bool:
