@@ -73,11 +73,38 @@ def _output_bits(value, out_kind):
     return np.array([value], dtype=np.float32).view(np.uint32)[0]
 
 
+@nb.njit(**_JIT)
+def _decode_bytes(target, source, table_in, bits, units, byte_count, item_size):
+    """Decode whole bytes of codes: each wide unit of ``target`` holds the outputs of a run of
+    codes, looked up at once in a table built by doubling (pairs of codes, then pairs of pairs)."""
+    codes_per_unit = target.itemsize // item_size
+    field_bits = codes_per_unit * bits  # at most 8
+    table = table_in.astype(np.uint64)
+    run = 1
+    while run < codes_per_unit:
+        size = table.size
+        doubled = np.empty(size * size, dtype=np.uint64)
+        shift = np.uint64(run * item_size * 8)
+        for high in range(size):
+            for low in range(size):
+                doubled[high * size + low] = table[low] | (table[high] << shift)
+        table = doubled
+        run *= 2
+    narrow = table.astype(target.dtype)
+    mask = (1 << field_bits) - 1
+    for i in range(byte_count):
+        b = source[i]
+        for u in range(units):
+            target[i * units + u] = narrow[(b >> (u * field_bits)) & mask]
+
+
 @nb.njit(parallel=True, **_JIT)
-def _decode_rows(out, params, code_words, row_words, cols, bits, inlier_book, outlier_book,
+def _decode_rows(out, wide, units, params, code_words, code_bytes, row_words, cols, bits, inlier_book, outlier_book,
                  starts, gap_words, gap_bit_base, gap_bits, segment, outliers, out_kind, chains):  # fmt: skip
     """Decode rows into ``out`` (uint16 or uint32 bit patterns); returns per-row error flags.
 
+    ``wide`` is ``out`` viewed with a wider unsigned type, ``units`` of them per byte of codes, or
+    an empty array when no such view exists; then codes are decoded a whole byte at a time.
     flags[r] = (non-finite parameter, code padding set, chain error code, segment of the error).
     """
     rows = out.shape[0]
@@ -100,7 +127,10 @@ def _decode_rows(out, params, code_words, row_words, cols, bits, inlier_book, ou
             table_in[q] = _output_bits(offset + inlier_book[q] * scale, out_kind)
         words = code_words[r * row_words : (r + 1) * row_words]
         target = out[r]
-        if 32 % bits == 0:  # whole codes per word: one load per 32 // bits codes
+        if wide.shape[0] > 0:  # one table lookup and `units` wide stores per byte of codes
+            _decode_bytes(wide[r], code_bytes[r * row_words * 4 : (r + 1) * row_words * 4], table_in, bits,
+                          units, cols * bits // 8, out.itemsize)  # fmt: skip
+        elif 32 % bits == 0:  # whole codes per word: one load per 32 // bits codes
             per_word = 32 // bits
             mask = np.uint32((1 << bits) - 1)
             for w in range(row_words):
@@ -220,8 +250,10 @@ def _decode_icq(payload: Payload, rows: tuple[int, int] | None) -> np.ndarray:
 
     out_kind = {dtypes.FLOAT32: _OUT_F32, dtypes.FLOAT16: _OUT_F16, dtypes.BFLOAT16: _OUT_BF16}[record.dtype]
     out = np.empty((count, cols), dtype=np.uint32 if out_kind == _OUT_F32 else np.uint16)
+    wide, units = _wide_view(out, p.bits)
     with _KERNEL_LOCK:
-        flags = _decode_rows(out, params, code_words, row_stride // 4, cols, p.bits, inlier_book, outlier_book,
+        flags = _decode_rows(out, wide, units, params, code_words, code_words.view(np.uint8), row_stride // 4, cols,
+                             p.bits, inlier_book, outlier_book,
                              starts, gap_words, gap_bit_base, max(p.gap_bits, 1), p.segment, p.outliers,
                              out_kind, chain_status == 0)  # fmt: skip
     _raise_first(name, first, flags, chain_status, p.outliers)
@@ -229,6 +261,18 @@ def _decode_icq(payload: Payload, rows: tuple[int, int] | None) -> np.ndarray:
         raise CorruptStreamError(f"tensor {name!r}: padding bits of the gap symbols are not zero", section="8")
     shape = record.shape if rows is None else (count, cols)
     return out.view(dtypes.numpy_dtype(record.dtype)).reshape(shape)
+
+
+def _wide_view(out: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """``out`` viewed in units of up to 8 bytes covering one byte of codes each, where possible."""
+    cols = out.shape[1]
+    if 8 % bits or (cols * bits) % 8:
+        return np.zeros((0, 1), np.uint8), 1
+    span = (8 // bits) * out.itemsize  # output bytes per byte of codes
+    unit = min(8, span)
+    if (cols * out.itemsize) % unit:
+        return np.zeros((0, 1), np.uint8), 1
+    return out.view(np.dtype(f"<u{unit}")), span // unit
 
 
 def _tail_gap_zero(words: np.ndarray, used_bits: int) -> bool:

@@ -105,11 +105,12 @@ def _level(offset, scale, base_value):
 
 
 @nb.njit(**_JIT)
-def _cell_sums(counts, prefix, prefix_sq, lo, width, offset, scale, base):
-    """Squared error and least-squares sums of the values assigned to their nearest levels.
+def _cell_sums(counts, prefix, lo, width, offset, scale, base):
+    """Squared error (less the sum of squares, the same for every fit) and least-squares sums of
+    the values assigned to their nearest levels.
 
-    The values come as a fine histogram (cumulative count, sum and sum of squares per bin), so one
-    evaluation costs O(levels); a bin goes whole to the level nearest its centre.
+    The values come as a fine histogram (cumulative count and sum per bin), so one evaluation
+    costs O(levels); a bin goes whole to the level nearest its centre.
     """
     bins = counts.size - 1
     error = sb = sbb = sx = sbx = 0.0
@@ -123,15 +124,14 @@ def _cell_sums(counts, prefix, prefix_sq, lo, width, offset, scale, base):
         count = counts[end] - counts[begin]
         if count > 0:
             s1 = prefix[end] - prefix[begin]
-            s2 = prefix_sq[end] - prefix_sq[begin]
             level = np.float64(_level(offset, scale, base[k]))
-            error += s2 - 2.0 * level * s1 + count * level * level
+            error += count * level * level - 2.0 * level * s1
             sb += count * base[k]
             sbb += count * base[k] * base[k]
             sx += s1
             sbx += base[k] * s1
         begin = end
-    return max(error, 0.0), sb, sbb, sx, sbx
+    return error, sb, sbb, sx, sbx
 
 
 HISTOGRAM_BINS = 2048
@@ -147,33 +147,33 @@ def _fit_range(values, base, starts, refits):
     n = values.size
     if n == 0:
         return 0.0, 0.0
-    lo, hi = values.min(), values.max()
-    mean = values.mean()
+    lo, hi, total = values[0], values[0], 0.0
+    for v in values:
+        lo, hi, total = min(lo, v), max(hi, v), total + v
+    mean = total / n
     span = base[base.size - 1] - base[0]
     if span <= 0.0 or hi <= lo:  # a single level: the mean is optimal
         return _to_f16(mean), 0.0
     bins = HISTOGRAM_BINS
     width = (hi - lo) / bins
+    inverse_width = 1.0 / width
     counts = np.zeros(bins + 1)
     prefix = np.zeros(bins + 1)
-    prefix_sq = np.zeros(bins + 1)
     for v in values:
-        i = min(int((v - lo) / width), bins - 1) + 1
+        i = min(int((v - lo) * inverse_width), bins - 1) + 1
         counts[i] += 1.0
         prefix[i] += v
-        prefix_sq[i] += v * v
     for i in range(bins):
         counts[i + 1] += counts[i]
         prefix[i + 1] += prefix[i]
-        prefix_sq[i + 1] += prefix_sq[i]
     best_offset, best_scale, best_error = _to_f16(mean), 0.0, np.inf
-    for fraction in starts:
+    for fraction in starts:  # errors below omit the sum of squares: compare, don't report
         half = 0.5 * (hi - lo) * fraction
         scale = 2.0 * half / span
         offset = 0.5 * (hi + lo) - half - base[0] * scale
         for step in range(refits + 1):
             offset16, scale16 = _to_f16(offset), _to_f16(max(scale, 0.0))
-            error, sb, sbb, sx, sbx = _cell_sums(counts, prefix, prefix_sq, lo, width, offset16, scale16, base)
+            error, sb, sbb, sx, sbx = _cell_sums(counts, prefix, lo, width, offset16, scale16, base)
             if error < best_error:
                 best_offset, best_scale, best_error = offset16, scale16, error
             variance = n * sbb - sb * sb
@@ -186,22 +186,48 @@ def _fit_range(values, base, starts, refits):
     return best_offset, best_scale
 
 
+SELECT_BINS = 1024
+
+
 @nb.njit(**_JIT)
 def _select_outliers(row, count, out):
-    """Columns of the ``count`` largest magnitudes, ascending; ties go to the lower column."""
+    """Columns of the ``count`` largest magnitudes, ascending; ties go to the lower column.
+
+    A histogram of magnitudes finds the bin holding the count-th largest; only that bin is
+    partitioned. Bins are monotone in magnitude, so the result equals a full sort's.
+    """
     cols = row.size
     if count == 0:
         return
-    magnitude = np.abs(row)
-    threshold = np.partition(magnitude, cols - count)[cols - count]
+    top = 0.0
+    for v in row:
+        top = max(top, abs(v))
+    threshold = 0.0
+    if top > 0.0:
+        scale = SELECT_BINS / top
+        hist = np.zeros(SELECT_BINS, dtype=np.int64)
+        for v in row:
+            hist[min(int(abs(v) * scale), SELECT_BINS - 1)] += 1
+        above, j = 0, SELECT_BINS - 1
+        while above + hist[j] < count:
+            above += hist[j]
+            j -= 1
+        candidates = np.empty(hist[j], dtype=row.dtype)
+        k = 0
+        for v in row:
+            if min(int(abs(v) * scale), SELECT_BINS - 1) == j:
+                candidates[k] = abs(v)
+                k += 1
+        need = count - above
+        threshold = np.partition(candidates, candidates.size - need)[candidates.size - need]
     above = 0
-    for c in range(cols):
-        if magnitude[c] > threshold:
+    for v in row:
+        if abs(v) > threshold:
             above += 1
     ties = count - above
     k = 0
     for c in range(cols):
-        m = magnitude[c]
+        m = abs(row[c])
         if m > threshold or (m == threshold and ties > 0):
             if m == threshold:
                 ties -= 1
@@ -343,9 +369,9 @@ def _gaps(positions, segment_log2):
     return segment, positions - start
 
 
-def _choose_gap_bits(gaps, segment_ids, segment_count):
+def _choose_gap_bits(gaps, segment_ids, segment_count, rows):
     """The gap width (and count width) that minimizes sections 4 and 5 (spec section 10)."""
-    counts = _symbol_counts(gaps, segment_ids, segment_count)
+    counts = _symbol_counts(gaps, segment_ids, segment_count, rows)
     best = None
     for gap_bits in range(1, MAX_GAP_BITS + 1):
         count_bits = max(1, int(counts[gap_bits].max()).bit_length())
@@ -355,13 +381,25 @@ def _choose_gap_bits(gaps, segment_ids, segment_count):
     return best[1:]
 
 
-@nb.njit(**_JIT)
-def _symbol_counts(gaps, segment_ids, segment_count):
-    """Symbols per segment for every gap width: a gap ``d`` takes ``d // M + 1`` symbols."""
+@nb.njit(parallel=True, **_JIT)
+def _symbol_counts(gaps, segment_ids, segment_count, rows):
+    """Symbols per segment for every gap width: a gap ``d`` takes ``d // M + 1`` symbols.
+
+    ``gaps`` and ``segment_ids`` are row-major with the same number of outliers per row, so rows
+    (and their segments) are counted in parallel.
+    """
     counts = np.zeros((MAX_GAP_BITS + 1, segment_count), dtype=np.int64)
-    for i in range(gaps.size):
-        for gap_bits in range(1, MAX_GAP_BITS + 1):
-            counts[gap_bits, segment_ids[i]] += gaps[i] // ((1 << gap_bits) - 1) + 1
+    per_row = gaps.size // rows
+    for r in nb.prange(rows):
+        for i in range(r * per_row, (r + 1) * per_row):
+            segment, d = segment_ids[i], gaps[i]
+            for gap_bits in range(1, MAX_GAP_BITS + 1):
+                escape = (1 << gap_bits) - 1
+                if d < escape:  # no escapes at this width or any wider one
+                    for wider in range(gap_bits, MAX_GAP_BITS + 1):
+                        counts[wider, segment] += 1
+                    break
+                counts[gap_bits, segment] += d // escape + 1
     return counts
 
 
@@ -453,7 +491,7 @@ def encode_icq(
         segments = -(-cols // (1 << options.segment_log2))
         segment, gaps = _gaps(positions, options.segment_log2)
         segment_ids = (np.arange(rows)[:, None] * segments + segment).ravel()
-        gap_bits, count_bits, counts = _choose_gap_bits(gaps.ravel(), segment_ids, rows * segments)
+        gap_bits, count_bits, counts = _choose_gap_bits(gaps.ravel(), segment_ids, rows * segments, rows)
         total = int(counts.sum())
         sections["counts"] = pack_fields(counts.astype(np.uint32), count_bits)
         sections["gaps"] = pack_fields(_gap_symbols(gaps.ravel(), gap_bits, total), gap_bits)
