@@ -386,20 +386,25 @@ def _symbol_counts(gaps, segment_ids, segment_count, rows):
     """Symbols per segment for every gap width: a gap ``d`` takes ``d // M + 1`` symbols.
 
     ``gaps`` and ``segment_ids`` are row-major with the same number of outliers per row, so rows
-    (and their segments) are counted in parallel.
+    (and their segments) are counted in parallel. Escapes are counted only for widths whose
+    escape value ``M`` does not exceed the gap.
     """
-    counts = np.zeros((MAX_GAP_BITS + 1, segment_count), dtype=np.int64)
+    escapes = np.zeros((segment_count, MAX_GAP_BITS + 1), dtype=np.int64)
+    outliers = np.zeros(segment_count, dtype=np.int64)
     per_row = gaps.size // rows
     for r in nb.prange(rows):
         for i in range(r * per_row, (r + 1) * per_row):
-            segment, d = segment_ids[i], gaps[i]
+            segment, d = segment_ids[i], np.uint64(gaps[i])
+            outliers[segment] += 1
             for gap_bits in range(1, MAX_GAP_BITS + 1):
-                escape = (1 << gap_bits) - 1
-                if d < escape:  # no escapes at this width or any wider one
-                    for wider in range(gap_bits, MAX_GAP_BITS + 1):
-                        counts[wider, segment] += 1
+                escape = np.uint64((1 << gap_bits) - 1)
+                if d < escape:
                     break
-                counts[gap_bits, segment] += d // escape + 1
+                escapes[segment, gap_bits] += np.int64(d // escape)
+    counts = np.empty((MAX_GAP_BITS + 1, segment_count), dtype=np.int64)
+    for gap_bits in range(MAX_GAP_BITS + 1):
+        for j in range(segment_count):
+            counts[gap_bits, j] = outliers[j] + escapes[j, gap_bits]
     return counts
 
 
