@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -79,7 +78,7 @@ def render() -> str:
     w("- no feature records;")
     w("- metadata record: key length 6, `format`, value length 2, `pt`;")
     shape = " x ".join(str(d) for d in record.shape)
-    w(f"- tensor record: name length 1, `w`; dtype 9 (float16), source_dtype 11 (float32), coding 1 (icq),")
+    w("- tensor record: name length 1, `w`; dtype 9 (float16), source_dtype 11 (float32), coding 1 (icq),")
     w(f"  rank 2, reserved 0, offset {record.offset}, size {record.size}, table_crc 0x{record.table_crc:08x},")
     w(f"  params_length 24, shape {shape}; coding parameters: bits {p.bits}, kind {p.kind}, gap_bits {p.gap_bits},")
     w(f"  count_bits {p.count_bits}, segment_log2 {p.segment_log2}, reserved 0, codebook_size {p.codebook_size},")
