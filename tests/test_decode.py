@@ -8,7 +8,7 @@ import pytest
 from checks import check_backends_agree, check_rejected, same_bits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import encodings, weight_arrays
+from strategies import encodings, valid_streams, weight_arrays
 
 import icqcodec
 from icqcodec import dtypes
@@ -176,3 +176,12 @@ def test_unknown_backend(rng):
     data = icqcodec.encode(rng.standard_normal((4, 64)).astype(np.float32))
     with pytest.raises(ValueError, match="backend"):
         icqcodec.decode(data, backend="fortran")
+
+
+@SETTINGS
+@given(valid_streams())
+def test_random_valid_streams_decode_identically(data):
+    decoded = check_backends_agree(data)["t"]
+    values, _, _, _ = formula_values(data)
+    with np.errstate(over="ignore"):
+        assert same_bits(decoded, values.astype(decoded.dtype))
