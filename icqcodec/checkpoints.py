@@ -1,0 +1,318 @@
+"""Model files in and out: safetensors, .npz, .npy and sharded Hugging Face checkpoints.
+
+Converts tensor by tensor, so memory stays near a few copies of the largest tensor whatever the
+checkpoint's size. Every output is written to a temporary file beside it and renamed into place.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import dtypes
+from .constants import DEFAULT_CHUNK_LOG2, RESERVED_KEY_PREFIX
+from .container import StreamWriter, TensorRecord, build_payload
+from .encode import ENCODER_METADATA, EncodeOptions, encode_tensor, should_quantize
+from .files import safe_open
+
+__all__ = ["encode_checkpoint", "decode_checkpoint", "Source", "open_source", "SAFETENSORS_DTYPES"]
+
+ICQ_INDEX = "model.icq.index.json"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+# safetensors dtype names <-> ICQ dtype codes
+SAFETENSORS_DTYPES = {
+    "BOOL": 0, "I8": 1, "I16": 2, "I32": 3, "I64": 4, "U8": 5, "U16": 6, "U32": 7, "U64": 8,
+    "F16": 9, "BF16": 10, "F32": 11, "F64": 12, "F8_E4M3": 13, "F8_E5M2": 14,
+}  # fmt: skip
+_SAFETENSORS_NAMES = {code: name for name, code in SAFETENSORS_DTYPES.items()}
+Progress = Callable[[str], None]
+
+
+class InputError(ValueError):
+    """An input file the converter cannot read (unknown extension, malformed index)."""
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """One input file: tensor names, a loader per name, and its metadata."""
+
+    path: Path
+    names: list[str]
+    load: Callable[[str], np.ndarray]
+    metadata: dict[str, str]
+    close: Callable[[], None] = lambda: None
+
+
+def open_source(path: Path) -> Source:
+    """Open a .safetensors, .npz or .npy file for reading tensor by tensor."""
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if suffix == ".safetensors":
+        from safetensors import safe_open as open_safetensors
+
+        try:
+            handle = open_safetensors(str(path), framework="np")
+        except Exception as error:  # safetensors raises its own error types
+            raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+        return Source(path, list(handle.keys()), handle.get_tensor, dict(handle.metadata() or {}))
+    if suffix == ".npz":
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except Exception as error:
+            raise InputError(f"{path}: not a readable .npz file ({error})") from None
+        return Source(path, list(archive.files), lambda name: archive[name], {}, archive.close)
+    if suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as error:
+            raise InputError(f"{path}: not a readable .npy file ({error})") from None
+        return Source(path, ["tensor"], lambda name: np.asarray(array), {})
+    raise InputError(f"{path}: unknown input format {suffix!r}; expected .safetensors, .npz, .npy or an index")
+
+
+def _shard_index(path: Path, index_name: str) -> Path | None:
+    """The index file of a sharded checkpoint given as the index or its directory, else None."""
+    if path.is_dir():
+        candidate = path / index_name
+        if not candidate.exists():
+            raise InputError(f"{path}: directory without {index_name}")
+        return candidate
+    return path if path.name.endswith(".index.json") else None
+
+
+def _read_index(index: Path) -> tuple[dict[str, str], dict]:
+    try:
+        content = json.loads(index.read_text())
+        weight_map = content["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{index}: not a sharded checkpoint index ({error})") from None
+    return weight_map, content.get("metadata", {})
+
+
+# ---- writing ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_output(path: Path, force: bool) -> Iterator:
+    """A temporary file beside ``path``, renamed onto it on success, removed on failure."""
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; use --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w+b") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool | None:
+    """True/False when --include/--exclude decide for ``name``, None to apply the default rule."""
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+        return False
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+        return True
+    return None
+
+
+def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: str | None = None,
+                include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
+                progress: Progress | None = None) -> None:  # fmt: skip
+    """Encode one input file into one .icq file, tensor by tensor."""
+    user = {k: v for k, v in source.metadata.items() if not k.startswith(RESERVED_KEY_PREFIX)}
+    metadata = {**user, **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
+    names = sorted(source.names, key=lambda n: n.encode("utf-8"))
+    codings, plan = {}, []
+    for name in names:  # pass 1: decide each tensor's coding, so the directory's length is known
+        array = source.load(name)
+        forced = _selected(name, include, exclude)
+        quantize = should_quantize(array) if forced is None else forced
+        codings[name] = "icq" if quantize else "raw"
+        code = dtypes.code_of(array.dtype)
+        plan.append(TensorRecord(name, code, code, 1 if quantize else 0, tuple(array.shape)))
+        del array
+    with atomic_output(target, force) as out:
+        writer = StreamWriter(out, plan, metadata, chunk_log2=DEFAULT_CHUNK_LOG2)
+        for name in names:  # pass 2: encode and write one tensor at a time
+            record, sections = encode_tensor(name, source.load(name), options, coding=codings[name], dtype=dtype)
+            payload, table_crc = build_payload(record, sections, DEFAULT_CHUNK_LOG2)
+            writer.add(_with_crc(record, table_crc), payload)
+            if progress:
+                progress(name)
+        writer.finish()
+
+
+def _with_crc(record: TensorRecord, table_crc: int) -> TensorRecord:
+    from dataclasses import replace
+
+    return replace(record, table_crc=table_crc)
+
+
+def write_safetensors(out, records: list[TensorRecord], metadata: dict[str, str], load, progress, dtype_for) -> None:
+    """Stream tensors into the safetensors format: JSON header of offsets, then the data."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    position = 0
+    for record in records:
+        code = dtype_for(record)
+        size = record.elements * dtypes.item_size(code)
+        header[record.name] = {
+            "dtype": _SAFETENSORS_NAMES[code],
+            "shape": list(record.shape),
+            "data_offsets": [position, position + size],
+        }
+        position += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    out.write(struct.pack("<Q", len(text)) + text)
+    for record in records:
+        out.write(_raw_bytes(load(record)))
+        if progress:
+            progress(record.name)
+
+
+def _raw_bytes(array: np.ndarray) -> memoryview:
+    """The array's bytes without a copy (safetensors data is little-endian, as numpy's here)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+
+
+def write_npz(out, records: list[TensorRecord], load, progress) -> None:
+    with zipfile.ZipFile(out, "w", allowZip64=True) as archive:
+        for record in records:
+            with archive.open(record.name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(load(record)), allow_pickle=False)
+            if progress:
+                progress(record.name)
+
+
+def decode_file(source: Path, target: Path, *, dtype: str | None = None, force: bool = False,
+                progress: Progress | None = None) -> None:  # fmt: skip
+    """Decode one .icq file into .safetensors, .npz or .npy (by ``target``'s extension)."""
+    suffix = target.suffix.lower()
+    if suffix not in (".safetensors", ".npz", ".npy"):
+        raise InputError(f"{target}: unknown output format {suffix!r}; expected .safetensors, .npz or .npy")
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; use --force to replace it")
+    override = None if dtype is None else dtypes.code_of(dtype)
+    with safe_open(source) as icq:
+        records = list(icq.header.tensors)
+        user = {k: v for k, v in icq.metadata().items() if not k.startswith(RESERVED_KEY_PREFIX)}
+
+        def dtype_for(record: TensorRecord) -> int:
+            return override if override is not None and record.coding == 1 else record.dtype
+
+        def load(record: TensorRecord) -> np.ndarray:
+            array = icq.get_tensor(record.name)
+            code = dtype_for(record)
+            return array if code == record.dtype else array.astype(dtypes.numpy_dtype(code))
+
+        with atomic_output(target, force) as out:
+            if suffix == ".safetensors":
+                write_safetensors(out, records, user, load, progress, dtype_for)
+            elif suffix == ".npz":
+                write_npz(out, records, load, progress)
+            else:
+                if len(records) != 1:
+                    raise InputError(f"{source} holds {len(records)} tensors; a .npy file holds one: use .npz")
+                np.lib.format.write_array(out, np.ascontiguousarray(load(records[0])), allow_pickle=False)
+        icq.check_padding()
+
+
+# ---- whole checkpoints, sharded or not -------------------------------------------------------------
+
+
+def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dtype: str | None = None,
+                      include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
+                      progress: Progress | None = None) -> list[Path]:  # fmt: skip
+    """Encode a file, or a sharded checkpoint (its index or directory) into a directory of .icq
+    shards with ``model.icq.index.json``. Returns the files written."""
+    index = _shard_index(source, SAFETENSORS_INDEX)
+    if index is None:
+        opened = open_source(source)
+        try:
+            encode_file(opened, target, options, dtype=dtype, include=include, exclude=exclude, force=force,
+                        progress=progress)  # fmt: skip
+        finally:
+            opened.close()
+        return [target]
+    weight_map, metadata = _read_index(index)
+    shard_names = {}
+    with atomic_directory(target, force) as staging:
+        for shard in sorted(set(weight_map.values())):
+            name = Path(shard).stem + ".icq"
+            opened = open_source(index.parent / shard)
+            try:
+                encode_file(opened, staging / name, options, dtype=dtype, include=include, exclude=exclude,
+                            progress=progress)  # fmt: skip
+            finally:
+                opened.close()
+            shard_names[shard] = name
+        new_index = {"metadata": metadata, "weight_map": {k: shard_names[v] for k, v in weight_map.items()}}
+        _write_index(staging / ICQ_INDEX, new_index, False)
+    return [target / n for n in sorted(shard_names.values())] + [target / ICQ_INDEX]
+
+
+def decode_checkpoint(source: Path, target: Path, *, dtype: str | None = None, force: bool = False,
+                      progress: Progress | None = None) -> list[Path]:  # fmt: skip
+    """Decode an .icq file, or a sharded .icq checkpoint into safetensors shards with an index."""
+    index = _shard_index(source, ICQ_INDEX)
+    if index is None:
+        decode_file(source, target, dtype=dtype, force=force, progress=progress)
+        return [target]
+    weight_map, metadata = _read_index(index)
+    shard_names = {}
+    with atomic_directory(target, force) as staging:
+        for shard in sorted(set(weight_map.values())):
+            name = Path(shard).stem + ".safetensors"
+            decode_file(index.parent / shard, staging / name, dtype=dtype, progress=progress)
+            shard_names[shard] = name
+        new_index = {"metadata": metadata, "weight_map": {k: shard_names[v] for k, v in weight_map.items()}}
+        _write_index(staging / SAFETENSORS_INDEX, new_index, False)
+    return [target / n for n in sorted(shard_names.values())] + [target / SAFETENSORS_INDEX]
+
+
+@contextmanager
+def atomic_directory(target: Path, force: bool) -> Iterator[Path]:
+    """A temporary directory beside ``target`` whose files replace ``target``'s on success only."""
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            clashes = [p.name for p in staging.iterdir() if (target / p.name).exists()]
+            if clashes and not force:
+                raise FileExistsError(f"{target / clashes[0]} exists; use --force to replace it")
+            for produced in staging.iterdir():
+                os.replace(produced, target / produced.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_index(path: Path, content: dict, force: bool) -> Path:
+    with atomic_output(path, force) as out:
+        out.write(json.dumps(content, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+    return path

@@ -1,0 +1,146 @@
+"""The ``icqcodec`` command line: parsing and messages only; the work is in :mod:`icqcodec.checkpoints`.
+
+click parses (the brief asks for a mature CLI library); tqdm draws the progress bar, only on a
+terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .encode import QUANTIZERS, EncodeOptions
+from .errors import IcqcodecError
+
+OUTPUT_DTYPES = click.Choice(["float16", "bfloat16", "float32"])
+
+
+class _Command(click.Command):
+    """Turns expected failures into one line on stderr and exit code 1 (a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (IcqcodecError, OSError, ValueError) as error:
+            if ctx.find_root().params.get("debug"):
+                raise
+            message = str(error) or type(error).__name__
+            if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
+                message = f"{error.filename}: {message}"
+            click.echo(f"icqcodec: error: {message}", err=True)
+            ctx.exit(1)
+
+
+def _progress(label: str):
+    """A tqdm bar over tensors on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=label, unit=" tensors", leave=False)
+    return lambda name: bar.update(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="icqcodec")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(debug: bool) -> None:
+    """Encode, decode, inspect and verify ICQ files (format 1.0)."""
+
+
+@main.command(cls=_Command)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--bits", type=click.IntRange(1, 8), default=2, show_default=True, help="Code width.")
+@click.option("--outlier-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Fraction of each row kept as outliers.")  # fmt: skip
+@click.option("--quantizer", type=click.Choice(sorted(QUANTIZERS)), default="uniform", show_default=True)
+@click.option("--dtype", type=OUTPUT_DTYPES, help="Output dtype of quantized tensors (default: the source's).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Quantize tensors whose names match.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Store tensors whose names match losslessly.")
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force) -> None:
+    """Encode SOURCE (.safetensors, .npz, .npy, or a sharded checkpoint's index or directory) into
+    TARGET (.icq, or a directory of .icq shards).
+
+    By default floating-point tensors of rank >= 2 with at least 64 columns and 4096 finite
+    elements are quantized; everything else is stored losslessly, bit for bit.
+    """
+    from .checkpoints import encode_checkpoint
+
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer)
+    written = encode_checkpoint(source, target, options, dtype=dtype, include=include, exclude=exclude, force=force,
+                                progress=_progress("encode"))  # fmt: skip
+    for path in written:
+        click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+@main.command(cls=_Command)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--dtype", type=OUTPUT_DTYPES, help="Cast quantized tensors to this dtype.")
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+def decode(source, target, dtype, force) -> None:
+    """Decode SOURCE (.icq, or a sharded .icq checkpoint's index or directory) into TARGET
+    (.safetensors, .npz or .npy by extension; a directory of safetensors shards for a sharded one)."""
+    from .checkpoints import decode_checkpoint
+
+    for path in decode_checkpoint(source, target, dtype=dtype, force=force, progress=_progress("decode")):
+        click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+@main.command(cls=_Command)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def inspect(file, as_json) -> None:
+    """List FILE's tensors: shape, dtype, coding, bits per weight, bytes; and the totals."""
+    from .dtypes import NAMES
+    from .files import safe_open
+
+    with safe_open(file) as icq:
+        header = icq.header
+        tensors = []
+        for r in header.tensors:
+            entry = {"name": r.name, "shape": list(r.shape), "dtype": NAMES[r.dtype],
+                     "source_dtype": NAMES[r.source_dtype], "coding": "icq" if r.coding else "raw",
+                     "bytes": r.size, "bits_per_weight": r.size * 8 / r.elements if r.elements else 0.0}  # fmt: skip
+            if r.params:
+                entry.update(bits=r.params.bits, outliers_per_row=r.params.outliers,
+                             quantizer="codebook" if r.params.kind else "uniform")  # fmt: skip
+            tensors.append(entry)
+        elements = sum(r.elements for r in header.tensors)
+        size = file.stat().st_size
+        report = {"file": str(file), "format_version": f"{header.major}.{header.minor}", "bytes": size,
+                  "tensors": tensors, "weights": elements,
+                  "bits_per_weight": size * 8 / elements if elements else 0.0, "metadata": icq.metadata()}  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{file}: ICQ format {report['format_version']}, {len(tensors)} tensors, {size:,} bytes")
+    for t in tensors:
+        coding = f"icq {t['bits']}-bit {t['quantizer']}" if t["coding"] == "icq" else "raw"
+        click.echo(f"  {t['name']}  {'x'.join(map(str, t['shape'])) or 'scalar'}  {t['dtype']}  {coding}  "
+                   f"{t['bits_per_weight']:.3f} bits/weight  {t['bytes']:,} bytes")  # fmt: skip
+    click.echo(f"total: {elements:,} weights, {report['bits_per_weight']:.3f} bits/weight")
+
+
+@main.command(cls=_Command)
+@click.argument("file", type=click.Path(path_type=Path))
+def verify(file) -> None:
+    """Check FILE against every rule of the spec, checksums included; exit 0 only if it conforms."""
+    from .files import safe_open
+
+    with safe_open(file) as icq:
+        for name in icq.keys():
+            icq.get_tensor(name)
+        icq.check_padding()
+        count = len(icq.keys())
+    click.echo(f"{file}: ok, {count} tensors conform to ICQ format 1.0")
+
+
+if __name__ == "__main__":
+    main()
