@@ -63,13 +63,7 @@ def open_source(path: Path) -> Source:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if suffix == ".safetensors":
-        from safetensors import safe_open as open_safetensors
-
-        try:
-            handle = open_safetensors(str(path), framework="np")
-        except Exception as error:  # safetensors raises its own error types
-            raise InputError(f"{path}: not a readable safetensors file ({error})") from None
-        return Source(path, list(handle.keys()), handle.get_tensor, dict(handle.metadata() or {}))
+        return _open_safetensors(path)
     if suffix == ".npz":
         try:
             archive = np.load(path, allow_pickle=False)
@@ -83,6 +77,42 @@ def open_source(path: Path) -> Source:
             raise InputError(f"{path}: not a readable .npy file ({error})") from None
         return Source(path, ["tensor"], lambda name: np.asarray(array), {})
     raise InputError(f"{path}: unknown input format {suffix!r}; expected .safetensors, .npz, .npy or an index")
+
+
+def _open_safetensors(path: Path) -> Source:
+    """Read safetensors with positioned reads, not a memory map: pages of tensors already encoded
+    are then freed rather than kept resident, so memory stays bounded on large shards."""
+    handle = open(path, "rb")
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > size - 8:
+            raise ValueError("header runs past the end of the file")
+        header = json.loads(handle.read(length))
+        metadata = header.pop("__metadata__", None) or {}
+        entries = {}
+        for name, entry in header.items():
+            code = SAFETENSORS_DTYPES[entry["dtype"]]
+            begin, end = entry["data_offsets"]
+            shape = tuple(int(d) for d in entry["shape"])
+            if not 0 <= begin <= end <= size - 8 - length or end - begin != int(np.prod(shape)) * dtypes.item_size(
+                code
+            ):
+                raise ValueError(f"tensor {name!r} has inconsistent data offsets")
+            entries[name] = (code, shape, 8 + length + begin, end - begin)
+    except (ValueError, KeyError, TypeError, struct.error) as error:
+        handle.close()
+        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+
+    def load(name: str) -> np.ndarray:
+        code, shape, offset, count = entries[name]
+        data = bytearray(count)
+        handle.seek(offset)
+        if handle.readinto(data) != count:
+            raise InputError(f"{path}: tensor {name!r} is truncated")
+        return np.frombuffer(data, dtype=dtypes.numpy_dtype(code)).reshape(shape)
+
+    return Source(path, list(entries), load, {str(k): str(v) for k, v in metadata.items()}, handle.close)
 
 
 def _shard_index(path: Path, index_name: str) -> Path | None:

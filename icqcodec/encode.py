@@ -461,9 +461,10 @@ def encode_icq(
     x = np.ascontiguousarray(array, dtype=np.float32)
     if x.ndim == 0 or x.size == 0:
         raise ValueError("the icq coding needs an array of rank >= 1 with at least one element")
-    if not np.isfinite(x).all():
+    finite, largest = _value_range(x)
+    if not finite:
         raise ValueError("the icq coding needs finite values; store this tensor raw (coding='raw')")
-    if float(np.abs(x).max()) > F16_MAX:
+    if largest > F16_MAX:
         raise ValueError("values beyond the float16 range of the row parameters; store this tensor raw")
     x = x.reshape(-1, x.shape[-1])
     rows, cols = x.shape
@@ -523,8 +524,21 @@ def should_quantize(array: np.ndarray) -> bool:
         return False
     if array.ndim < 2 or array.shape[-1] < MIN_QUANTIZED_COLS or array.size < MIN_QUANTIZED_ELEMENTS:
         return False
-    values = np.asarray(array, dtype=np.float32)
-    return bool(np.isfinite(values).all() and np.abs(values).max() <= F16_MAX)
+    finite, largest = _value_range(array)
+    return finite and largest <= F16_MAX
+
+
+def _value_range(array: np.ndarray, block: int = 1 << 20) -> tuple[bool, float]:
+    """Whether every value is finite, and the largest magnitude; in blocks, to bound temporaries."""
+    flat = array.reshape(-1)
+    largest = 0.0
+    for start in range(0, flat.size, block):
+        values = np.abs(np.asarray(flat[start : start + block], dtype=np.float32))
+        top = float(values.max()) if values.size else 0.0
+        if not np.isfinite(top) or np.isnan(values).any():
+            return False, np.inf
+        largest = max(largest, top)
+    return True, largest
 
 
 def default_output_dtype(source: int) -> int:
