@@ -15,7 +15,7 @@ from .bitstream import packed_size
 from .constants import CODING_RAW
 from .container import Header, Payload, ReadAt, TensorRecord
 from .encode import _KERNEL_LOCK
-from .errors import BackendUnavailableError, CorruptStreamError
+from .errors import CorruptStreamError
 from .float_bits import f16_bits_to_f32, f16_is_finite, f32_to_bf16_bits, f32_to_f16_bits
 
 __all__ = ["BACKENDS", "decode_tensor"]
@@ -194,7 +194,9 @@ def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: t
 
         return reference_decode(header, record, read_at, rows)
     if backend == "cupy":
-        raise BackendUnavailableError("the cupy backend is not available in this release")
+        from .gpu import decode_tensor as gpu_decode
+
+        return gpu_decode(header, record, read_at, rows)
     if backend != "numba":
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     payload = Payload(header, record, read_at)

@@ -118,9 +118,16 @@ def write_atomically(path: Path, pieces, *, overwrite: bool) -> None:
         raise
 
 
-def load_file(path: str | os.PathLike, *, backend: str = "numba") -> dict[str, np.ndarray]:
-    """Decode every tensor of the ICQ file at ``path``."""
-    with safe_open(path, backend=backend) as f:
+def load_file(path: str | os.PathLike, *, backend: str = "numba", device: str = "cpu") -> dict:
+    """Decode every tensor of the ICQ file at ``path``.
+
+    With ``device="cuda"`` the compressed data section goes to the GPU in one copy and is decoded
+    there into CuPy arrays (bfloat16 tensors as uint16 bit patterns, since CuPy has no bfloat16;
+    ``torch.from_dlpack(a).view(torch.bfloat16)`` reads them without a copy).
+    """
+    with safe_open(path, backend=backend, device=device) as f:
+        if f.device == "cuda":
+            f.upload()
         tensors = {name: f.get_tensor(name) for name in f.keys()}
         f.check_padding()
         return tensors
@@ -138,10 +145,15 @@ class safe_open:  # noqa: N801 - the name safetensors users know
         (['w'], (3, 64))
     """
 
-    def __init__(self, path: str | os.PathLike, *, backend: str = "numba", framework: str = "numpy") -> None:
-        if framework not in ("numpy", "np"):
-            raise ValueError(f"framework must be 'numpy', got {framework!r}")
-        self.backend = backend
+    def __init__(self, path: str | os.PathLike, *, backend: str = "numba", framework: str = "numpy",
+                 device: str = "cpu") -> None:  # fmt: skip
+        if framework not in ("numpy", "np", "cupy"):
+            raise ValueError(f"framework must be 'numpy' or 'cupy', got {framework!r}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = "cuda" if framework == "cupy" else device
+        self.backend = "cupy" if self.device == "cuda" else backend
+        self._device_data = None
         self._file = open(path, "rb")
         size = os.fstat(self._file.fileno()).st_size
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
@@ -188,7 +200,18 @@ class safe_open:  # noqa: N801 - the name safetensors users know
         except KeyError:
             raise KeyError(f"no tensor named {name!r}") from None
 
+    def upload(self) -> None:
+        """Copy the whole compressed data section to the GPU once (device="cuda")."""
+        from .gpu import upload
+
+        start = self.header.data_offset
+        self._device_data = upload(self._view[start : start + self.header.data_size])
+
     def get_tensor(self, name: str) -> np.ndarray:
+        if self.device == "cuda":
+            from .gpu import decode_tensor as gpu_decode
+
+            return gpu_decode(self.header, self.record(name), self._read_at, device_data=self._device_data)
         return decode_tensor(self.header, self.record(name), self._read_at, backend=self.backend)
 
     def get_slice(self, name: str) -> _Slice:

@@ -1,0 +1,340 @@
+"""The GPU decoder (spec section 9 on CUDA): CuPy RawModule kernels, imported lazily.
+
+The host parses and checks the container, verifies checksums and the cheap per-row rules (finite
+parameters, code padding, segment counts, gap padding) before any launch; the kernels decode codes
+(one 32-bit word of codes per thread, vector stores) and walk the gap chains (one thread per
+segment), reporting chain errors through per-row device flags that the host turns into
+FormatError in the normative order. Products in the level formula are exact, so the fused
+multiply-add that NVRTC emits gives the CPU decoders' bits.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import dtypes
+from .bitstream import packed_size
+from .container import Header, Payload, ReadAt, TensorRecord
+from .decode import _OUT_BF16, _OUT_F16, _OUT_F32, _raise_first, _segment_starts, _tail_is_zero
+from .errors import BackendUnavailableError, CorruptStreamError
+
+__all__ = ["available", "decode_tensor", "upload"]
+
+_SOURCE = r"""
+#include <cuda_fp16.h>
+
+template <int OUT> struct Out;
+template <> struct Out<0> { typedef unsigned int T; };   // float32 bit patterns
+template <> struct Out<1> { typedef unsigned short T; }; // float16
+template <> struct Out<2> { typedef unsigned short T; }; // bfloat16
+
+template <int OUT>
+__device__ __forceinline__ typename Out<OUT>::T round_out(float v) {
+    if (OUT == 0) return __float_as_uint(v);
+    if (OUT == 1) return __half_as_ushort(__float2half_rn(v));
+    // spec section 7: (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    unsigned int u = __float_as_uint(v);
+    return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ float f16(unsigned short bits) { return __half2float(__ushort_as_half(bits)); }
+
+__device__ __forceinline__ unsigned int field(const unsigned int* __restrict__ words, long long n_words,
+                                              long long bit, int width) {
+    long long w = bit >> 5;
+    int shift = (int)(bit & 31);
+    unsigned long long value = words[w];
+    if (shift + width > 32 && w + 1 < n_words) value |= ((unsigned long long)words[w + 1]) << 32;
+    return (unsigned int)((value >> shift) & ((1ull << width) - 1ull));
+}
+
+// One thread per 32-bit word of codes (bits in 1, 2, 4, 8): 32 / BITS outputs, stored as vectors.
+template <int OUT, int BITS>
+__global__ void inliers_words(const unsigned int* __restrict__ codes, long long row_words,
+                              const unsigned short* __restrict__ params, int per_row,
+                              const float* __restrict__ book, int kind, long long rows, long long cols,
+                              typename Out<OUT>::T* __restrict__ out) {
+    const int PER = 32 / BITS;
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= rows * row_words) return;
+    long long r = t / row_words, w = t - r * row_words;
+    long long c0 = w * PER;
+    if (c0 >= cols) return;
+    float offset = f16(params[r * per_row]), scale = f16(params[r * per_row + 1]);
+    unsigned int word = codes[t];
+    __align__(16) typename Out<OUT>::T v[PER];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        unsigned int q = (word >> (k * BITS)) & ((1u << BITS) - 1u);
+        float base = kind ? book[q] : (float)q;
+        v[k] = round_out<OUT>(offset + base * scale);
+    }
+    typename Out<OUT>::T* dst = out + r * cols + c0;
+    const int BYTES = PER * (int)sizeof(typename Out<OUT>::T);
+    if (c0 + PER <= cols && BYTES % 16 == 0 && (((unsigned long long)dst) & 15) == 0) {
+#pragma unroll
+        for (int i = 0; i < BYTES / 16; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<uint4*>(v)[i];
+    } else {
+        for (int k = 0; k < PER && c0 + k < cols; ++k) dst[k] = v[k];
+    }
+}
+
+// Any width: one thread per 8 consecutive codes.
+template <int OUT>
+__global__ void inliers_generic(const unsigned int* __restrict__ codes, long long row_words, int bits,
+                                const unsigned short* __restrict__ params, int per_row,
+                                const float* __restrict__ book, int kind, long long rows, long long cols,
+                                typename Out<OUT>::T* __restrict__ out) {
+    long long groups = (cols + 7) / 8;
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= rows * groups) return;
+    long long r = t / groups, c0 = (t - r * groups) * 8;
+    float offset = f16(params[r * per_row]), scale = f16(params[r * per_row + 1]);
+    const unsigned int* row = codes + r * row_words;
+    for (int k = 0; k < 8 && c0 + k < cols; ++k) {
+        unsigned int q = field(row, row_words, (c0 + k) * bits, bits);
+        float base = kind ? book[q] : (float)q;
+        out[r * cols + c0 + k] = round_out<OUT>(offset + base * scale);
+    }
+}
+
+// One thread per (row, segment): walk the gap chain, overwrite the outliers (spec section 8).
+template <int OUT>
+__global__ void outliers(const unsigned int* __restrict__ codes, long long row_words, int bits,
+                         const unsigned short* __restrict__ params, const float* __restrict__ book, int kind,
+                         const long long* __restrict__ starts, const unsigned int* __restrict__ gaps,
+                         long long gap_words, long long gap_bit_base, int gap_bits, long long rows, long long cols,
+                         long long segment, long long segments, typename Out<OUT>::T* __restrict__ out,
+                         int* __restrict__ error, int* __restrict__ found) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= rows * segments) return;
+    long long r = t / segments, s = t - r * segments;
+    long long length = min(segment, cols - s * segment);
+    long long first = starts[t], stop = starts[t + 1];
+    unsigned int escape = (1u << gap_bits) - 1u;
+    float offset = f16(params[r * 4 + 2]), scale = f16(params[r * 4 + 3]);
+    const unsigned int* row = codes + r * row_words;
+    int half = 1 << (bits - 1);
+    long long cursor = 0;
+    int n = 0;
+    unsigned int v = 0;
+    for (long long i = first; i < stop; ++i) {
+        v = field(gaps, gap_words, i * gap_bits - gap_bit_base, gap_bits);
+        if (v == escape) { cursor += escape; continue; }
+        long long p = cursor + v;
+        if (p >= length) { atomicMin(&error[r], (int)(s * 4 + 1)); return; }
+        long long c = s * segment + p;
+        unsigned int q = field(row, row_words, c * bits, bits);
+        unsigned int m = q & (unsigned int)(half - 1);
+        float magnitude = offset + (kind ? book[m] : (float)m) * scale;
+        out[r * cols + c] = round_out<OUT>(q >= (unsigned int)half ? -magnitude : magnitude);
+        ++n;
+        cursor = p + 1;
+    }
+    if (stop > first && v == escape) { atomicMin(&error[r], (int)(s * 4 + 2)); return; }
+    atomicAdd(&found[r], n);
+}
+"""
+
+_OUT_TYPES = {_OUT_F32: "unsigned int", _OUT_F16: "unsigned short", _OUT_BF16: "unsigned short"}
+_THREADS = 256
+
+
+def available() -> bool:
+    """Whether CuPy and a CUDA device are usable."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as error:
+        raise BackendUnavailableError(f"the cupy backend needs CuPy and a CUDA GPU ({error})") from None
+    return cupy
+
+
+@functools.lru_cache(maxsize=1)
+def _module():
+    cupy = _cupy()
+    names = [f"inliers_words<{o},{b}>" for o in range(3) for b in (1, 2, 4, 8)]
+    names += [f"inliers_generic<{o}>" for o in range(3)] + [f"outliers<{o}>" for o in range(3)]
+    return cupy.RawModule(code=_SOURCE, options=("-std=c++17",), name_expressions=names)
+
+
+def upload(data) -> object:
+    """Copy bytes (an .icq file's data section, say) to the GPU once, as a CuPy uint8 array."""
+    cupy = _cupy()
+    return cupy.asarray(np.frombuffer(data, dtype=np.uint8))
+
+
+def _launch(kernel, count: int, args) -> None:
+    if count:
+        kernel(((count + _THREADS - 1) // _THREADS,), (_THREADS,), args)
+
+
+def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: tuple[int, int] | None = None,
+                  device_data=None):  # fmt: skip
+    """Decode one tensor on the GPU into a CuPy array (bfloat16 as its uint16 bit patterns).
+
+    ``device_data``: the file's data section already on the GPU (see :func:`upload`); else the
+    tensor's sections are uploaded from ``read_at``.
+    """
+    cupy = _cupy()
+    payload = Payload(header, record, read_at)
+    if rows is None:
+        payload.verify_all()
+    if record.coding == 0:
+        from .reference import decode_raw
+
+        host = decode_raw(payload, rows)
+        if rows is None:
+            payload.check_section_padding()
+        if host.dtype == dtypes.numpy_dtype(dtypes.BFLOAT16):
+            host = host.view(np.uint16)
+        return cupy.asarray(host)
+    out = _decode_icq(cupy, payload, rows, device_data)
+    if rows is None:
+        payload.check_section_padding()
+    return out
+
+
+def _section_on_device(cupy, payload: Payload, name: str, start: int, size: int, device_data, dtype):
+    """A section's bytes on the GPU: a view into ``device_data`` or a fresh upload (host-verified)."""
+    data = payload.section(name, start, size)  # verifies the chunks it touches
+    if device_data is not None:
+        begin = payload.record.offset + payload.layout.sections[name][0] + start
+        return device_data[begin : begin + size].view(dtype)
+    return cupy.asarray(np.frombuffer(data, dtype=dtype))
+
+
+class Plan:
+    """An icq tensor's sections on the GPU, checked on the host, ready to decode (spec 9.2 step 9).
+
+    ``run(out)`` launches the kernels into a preallocated uint16/uint32 array and returns the
+    device error flags; :meth:`finish` turns them into FormatError. Benchmarks time ``run``.
+    """
+
+    def __init__(self, cupy, payload: Payload, rows, device_data) -> None:
+        record, p = payload.record, payload.record.params
+        self.cupy, self.record, self.params = cupy, record, p
+        self.whole = rows is None
+        self.name = record.name
+        self.first, stop = rows if rows is not None else (0, record.rows)
+        self.count, self.cols = stop - self.first, record.cols
+        per_row = 4 if p.outliers else 2
+        row_stride = packed_size(self.cols, p.bits)
+        self.row_words = row_stride // 4
+        count, cols, name = self.count, self.cols, self.name
+
+        # Host-side checks, in the normative order, before any launch
+        books = np.zeros(1, np.float32)
+        if "codebook" in payload.layout.sections:
+            books = np.frombuffer(payload.section("codebook"), "<f2").astype(np.float32)
+            if not np.isfinite(books).all():
+                raise CorruptStreamError(f"tensor {name!r}: codebook holds a value that is not finite", section="6.2")
+        params = np.frombuffer(payload.section("params", self.first * per_row * 2, count * per_row * 2), "<u2")
+        self.flags = np.zeros((count, 4), np.int64)
+        self.flags[:, 0] = ((params.reshape(count, per_row) & 0x7C00) == 0x7C00).any(axis=1)
+        codes = np.frombuffer(payload.section("codes", self.first * row_stride, count * row_stride), "<u4")
+        used = cols * p.bits - (self.row_words - 1) * 32
+        if used < 32:
+            self.flags[:, 1] = (codes.reshape(count, self.row_words)[:, -1] >> np.uint32(used)) != 0
+        chain_status, starts = 0, None
+        if p.outliers:
+            self.segments = -(-cols // p.segment)
+            count_words = np.frombuffer(payload.section("counts"), "<u4").astype(np.uint32)
+            starts, chain_status = _segment_starts(count_words, record.rows * self.segments, p.count_bits,
+                                                   p.total_symbols)  # fmt: skip
+        if self.flags[:, :2].any() or chain_status:
+            _raise_first(name, self.first, self.flags, chain_status, p.outliers)
+
+        self.out_kind = {dtypes.FLOAT32: _OUT_F32, dtypes.FLOAT16: _OUT_F16, dtypes.BFLOAT16: _OUT_BF16}[record.dtype]
+        self.per_row = per_row
+        self.d_params = cupy.asarray(params)
+        self.d_codes = _section_on_device(cupy, payload, "codes", self.first * row_stride, count * row_stride,
+                                          device_data, cupy.uint32)  # fmt: skip
+        self.inlier_book = cupy.asarray(books[: 1 << p.bits] if p.kind else books)
+        self.outlier_book = cupy.asarray(books[1 << p.bits :] if p.kind and p.outliers else np.zeros(1, np.float32))
+        if p.outliers:
+            local = starts[self.first * self.segments : stop * self.segments + 1]
+            word_first = int(local[0]) * p.gap_bits // 32
+            word_stop = packed_size(int(local[-1]), p.gap_bits) // 4
+            if word_stop > word_first:
+                self.d_gaps = _section_on_device(cupy, payload, "gaps", 4 * word_first, 4 * (word_stop - word_first),
+                                                 device_data, cupy.uint32)  # fmt: skip
+            else:  # no symbols in these rows: the kernel reads nothing, but needs a pointer
+                self.d_gaps = cupy.zeros(1, cupy.uint32)
+            if rows is None:
+                gap_words = np.frombuffer(payload.section("gaps"), "<u4").astype(np.uint32)
+                if not _tail_is_zero(gap_words, p.total_symbols * p.gap_bits):
+                    raise CorruptStreamError(f"tensor {name!r}: padding bits of the gap symbols are not zero",
+                                             section="8")  # fmt: skip
+            self.d_starts = cupy.asarray(local - local[0])
+            self.gap_bit_base = word_first * 32 - int(local[0]) * p.gap_bits
+            self.error = cupy.empty(count, dtype=cupy.int32)
+            self.found = cupy.empty(count, dtype=cupy.int32)
+
+    def empty_output(self):
+        cupy = self.cupy
+        return cupy.empty((self.count, self.cols), dtype=cupy.uint32 if self.out_kind == _OUT_F32 else cupy.uint16)
+
+    def run(self, out) -> None:
+        """Launch the kernels into ``out`` (no synchronization, no host work)."""
+        module, p = _module(), self.params
+        kind, count, cols = np.int32(p.kind), np.int64(self.count), np.int64(self.cols)
+        row_words = np.int64(self.row_words)
+        if 32 % p.bits == 0:
+            kernel = module.get_function(f"inliers_words<{self.out_kind},{p.bits}>")
+            _launch(kernel, self.count * self.row_words, (self.d_codes, row_words, self.d_params,
+                    np.int32(self.per_row), self.inlier_book, kind, count, cols, out))  # fmt: skip
+        else:
+            kernel = module.get_function(f"inliers_generic<{self.out_kind}>")
+            _launch(kernel, self.count * -(-self.cols // 8), (self.d_codes, row_words, np.int32(p.bits),
+                    self.d_params, np.int32(self.per_row), self.inlier_book, kind, count, cols, out))  # fmt: skip
+        if p.outliers:
+            self.error.fill(np.iinfo(np.int32).max)
+            self.found.fill(0)
+            kernel = module.get_function(f"outliers<{self.out_kind}>")
+            _launch(kernel, self.count * self.segments, (self.d_codes, row_words, np.int32(p.bits), self.d_params,
+                    self.outlier_book, kind, self.d_starts, self.d_gaps, np.int64(self.d_gaps.size),
+                    np.int64(self.gap_bit_base), np.int32(p.gap_bits), count, cols, np.int64(p.segment),
+                    np.int64(self.segments), out, self.error, self.found))  # fmt: skip
+
+    def finish(self) -> None:
+        """Raise the first chain error the kernels flagged, in the normative order."""
+        if not self.params.outliers:
+            return
+        error, found = self.cupy.asnumpy(self.error), self.cupy.asnumpy(self.found)
+        flags = self.flags
+        bad = error != np.iinfo(np.int32).max
+        flags[bad, 2] = error[bad] % 4
+        flags[bad, 3] = error[bad] // 4
+        short = ~bad & (found != self.params.outliers)
+        flags[short, 2] = 3
+        flags[short, 3] = found[short]
+        if bad.any() or short.any():
+            _raise_first(self.name, self.first, flags, 0, self.params.outliers)
+
+    def typed(self, out):
+        """The output with its dtype (bfloat16 stays as uint16 bit patterns: CuPy has no bfloat16)."""
+        shape = self.record.shape if self.whole else (self.count, self.cols)
+        if self.out_kind == _OUT_F32:
+            out = out.view(self.cupy.float32)
+        elif self.out_kind == _OUT_F16:
+            out = out.view(self.cupy.float16)
+        return out.reshape(shape)
+
+
+def _decode_icq(cupy, payload: Payload, rows, device_data):
+    plan = Plan(cupy, payload, rows, device_data)
+    out = plan.empty_output()
+    plan.run(out)
+    plan.finish()
+    return plan.typed(out)
