@@ -136,10 +136,99 @@ __global__ void outliers(const unsigned int* __restrict__ codes, long long row_w
     if (stop > first && v == escape) { atomicMin(&error[r], (int)(s * 4 + 2)); return; }
     atomicAdd(&found[r], n);
 }
+// Fused: one block per (row, segment), bits in 1, 2, 4, 8. Warp 0 decodes the segment's gap chain
+// with a warp prefix sum into a shared bitmap of outlier columns; then every thread decodes whole
+// words of codes, picking the inlier or outlier level per code, and stores each output once.
+template <int OUT, int BITS>
+__global__ void fused_words(const unsigned int* __restrict__ codes, long long row_words,
+                            const unsigned short* __restrict__ params, const float* __restrict__ book,
+                            const float* __restrict__ obook, int kind,
+                            const long long* __restrict__ starts, const unsigned int* __restrict__ gaps,
+                            long long gap_words, long long gap_bit_base, int gap_bits, long long rows, long long cols,
+                            int segment, long long segments, typename Out<OUT>::T* __restrict__ out,
+                            int* __restrict__ error, int* __restrict__ found) {
+    const int PER = 32 / BITS;
+    extern __shared__ unsigned int marks[];  // one bit per column of the segment
+    __shared__ int failed;
+    long long t = blockIdx.x;
+    long long r = t / segments, s = t - r * segments;
+    long long c_begin = s * segment;
+    int length = (int)min((long long)segment, cols - c_begin);
+    int mark_words = (segment + 31) / 32;
+    for (int i = threadIdx.x; i < mark_words; i += blockDim.x) marks[i] = 0u;
+    if (threadIdx.x == 0) failed = 0;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x;
+        long long first = starts[t], stop = starts[t + 1];
+        unsigned int escape = (1u << gap_bits) - 1u;
+        long long carry = 0;
+        int n = 0, code = 0;
+        unsigned int last = 0;
+        for (long long base = first; base < stop; base += 32) {
+            long long i = base + lane;
+            bool live = i < stop;
+            unsigned int v = live ? field(gaps, gap_words, i * gap_bits - gap_bit_base, gap_bits) : 0u;
+            long long advance = !live ? 0 : (v == escape ? (long long)escape : (long long)v + 1);
+            long long scan = advance;  // inclusive warp prefix sum of the advances
+            for (int d = 1; d < 32; d <<= 1) {
+                long long other = __shfl_up_sync(0xffffffffu, scan, d);
+                if (lane >= d) scan += other;
+            }
+            bool outlier = live && v != escape;
+            long long p = carry + scan - 1;
+            if (outlier && p >= length) code = 1;
+            if (outlier && p < length) atomicOr(&marks[p >> 5], 1u << (p & 31));
+            n += __popc(__ballot_sync(0xffffffffu, outlier));
+            last = __shfl_sync(0xffffffffu, v, (int)min(31LL, stop - 1 - base));
+            carry += __shfl_sync(0xffffffffu, scan, 31);
+        }
+        code = __any_sync(0xffffffffu, code == 1) ? 1 : ((stop > first && last == escape) ? 2 : 0);
+        if (lane == 0) {
+            if (code) { atomicMin(&error[r], (int)(s * 4 + code)); failed = 1; }
+            else atomicAdd(&found[r], n);
+        }
+    }
+    __syncthreads();
+    if (failed) return;
+    float offset = f16(params[r * 4]), scale = f16(params[r * 4 + 1]);
+    float o_offset = f16(params[r * 4 + 2]), o_scale = f16(params[r * 4 + 3]);
+    const int half = 1 << (BITS - 1);
+    int words = (length * BITS + 31) / 32;
+    const unsigned int* row = codes + r * row_words + (c_begin * BITS) / 32;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) {
+        unsigned int word = row[w];
+        int c0 = w * PER;
+        unsigned int flags = marks[c0 >> 5] >> (c0 & 31);
+        __align__(16) typename Out<OUT>::T v[PER];
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            unsigned int q = (word >> (k * BITS)) & ((1u << BITS) - 1u);
+            float level;
+            if ((flags >> k) & 1u) {
+                unsigned int m = q & (unsigned int)(half - 1);
+                float magnitude = o_offset + (kind ? obook[m] : (float)m) * o_scale;
+                level = q >= (unsigned int)half ? -magnitude : magnitude;
+            } else {
+                level = offset + (kind ? book[q] : (float)q) * scale;
+            }
+            v[k] = round_out<OUT>(level);
+        }
+        typename Out<OUT>::T* dst = out + r * cols + c_begin + c0;
+        const int BYTES = PER * (int)sizeof(typename Out<OUT>::T);
+        if (c0 + PER <= length && BYTES % 16 == 0 && (((unsigned long long)dst) & 15) == 0) {
+#pragma unroll
+            for (int i = 0; i < BYTES / 16; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<uint4*>(v)[i];
+        } else {
+            for (int k = 0; k < PER && c0 + k < length; ++k) dst[k] = v[k];
+        }
+    }
+}
 """
 
 _OUT_TYPES = {_OUT_F32: "unsigned int", _OUT_F16: "unsigned short", _OUT_BF16: "unsigned short"}
 _THREADS = 256
+FUSED_MAX_SEGMENT = 1 << 14  # the fused kernel keeps a segment's outlier bitmap in shared memory
 
 
 def available() -> bool:
@@ -165,6 +254,7 @@ def _module():
     cupy = _cupy()
     names = [f"inliers_words<{o},{b}>" for o in range(3) for b in (1, 2, 4, 8)]
     names += [f"inliers_generic<{o}>" for o in range(3)] + [f"outliers<{o}>" for o in range(3)]
+    names += [f"fused_words<{o},{b}>" for o in range(3) for b in (1, 2, 4, 8)]
     return cupy.RawModule(code=_SOURCE, options=("-std=c++17",), name_expressions=names)
 
 
@@ -290,6 +380,20 @@ class Plan:
         module, p = _module(), self.params
         kind, count, cols = np.int32(p.kind), np.int64(self.count), np.int64(self.cols)
         row_words = np.int64(self.row_words)
+        if p.outliers and 32 % p.bits == 0 and (p.segment * p.bits) % 32 == 0 and p.segment <= FUSED_MAX_SEGMENT:
+            self.error.fill(np.iinfo(np.int32).max)
+            self.found.fill(0)
+            threads = min(256, max(32, -(-p.segment * p.bits // 32)))
+            threads = -(-threads // 32) * 32
+            kernel = module.get_function(f"fused_words<{self.out_kind},{p.bits}>")
+            blocks = self.count * self.segments
+            if blocks:
+                kernel((blocks,), (threads,), (self.d_codes, row_words, self.d_params, self.inlier_book,
+                       self.outlier_book, kind, self.d_starts, self.d_gaps, np.int64(self.d_gaps.size),
+                       np.int64(self.gap_bit_base), np.int32(p.gap_bits), count, cols, np.int32(p.segment),
+                       np.int64(self.segments), out, self.error, self.found),
+                       shared_mem=4 * -(-p.segment // 32))  # fmt: skip
+            return
         if 32 % p.bits == 0:
             kernel = module.get_function(f"inliers_words<{self.out_kind},{p.bits}>")
             _launch(kernel, self.count * self.row_words, (self.d_codes, row_words, self.d_params,
