@@ -264,16 +264,31 @@ def main() -> None:
     parser.add_argument("--sanitize", action="store_true")
     parser.add_argument("--random-streams", type=int, default=300)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="one 28672x8192 2-bit decode, for ncu")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    if args.profile:
+        from icqcodec.container import Payload
+
+        w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
+        data = icqcodec.encode(w, bits=2, dtype="float16")
+        read_at, size = _bytes_reader(data)
+        header = read_header(read_at, size)
+        plan = Plan(cupy, Payload(header, header.tensors[0], read_at), None, None)
+        out = plan.empty_output()
+        for _ in range(3):
+            plan.run(out)
+        cupy.cuda.runtime.deviceSynchronize()
+        return
     if args.sanitize:
         sanitize_workload(rng)
         return
     props = cupy.cuda.runtime.getDeviceProperties(0)
     print(f"device: {props['name'].decode()}, CuPy {cupy.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")  # fmt: skip
-    for line in correctness(rng, args.random_streams):
-        print(line, flush=True)
+    if args.random_streams:
+        for line in correctness(rng, args.random_streams):
+            print(line, flush=True)
     if not args.skip_speed:
         for line in speed(rng):
             print(line, flush=True)

@@ -50,6 +50,32 @@ __device__ __forceinline__ unsigned int field(const unsigned int* __restrict__ w
     return (unsigned int)((value >> shift) & ((1ull << width) - 1ull));
 }
 
+// Outputs of one code word, packed into 32-bit registers (two 16-bit outputs each), then stored with
+// 16-byte vector stores where aligned: no local-memory array.
+template <int OUT, int PER>
+struct Packed {
+    static const int SIZE = (int)sizeof(typename Out<OUT>::T);
+    static const int WORDS = (PER * SIZE + 3) / 4;
+    unsigned int w[WORDS];
+    __device__ __forceinline__ void set(int k, typename Out<OUT>::T v) {
+        if (SIZE == 4) w[k] = v;
+        else if (k & 1) w[k >> 1] |= ((unsigned int)v) << 16;
+        else w[k >> 1] = v;
+    }
+    __device__ __forceinline__ typename Out<OUT>::T get(int k) const {
+        return SIZE == 4 ? w[k] : (typename Out<OUT>::T)(w[k >> 1] >> ((k & 1) * 16));
+    }
+    __device__ __forceinline__ void store(typename Out<OUT>::T* dst, int valid) const {
+        if (valid >= PER && (PER * SIZE) % 16 == 0 && (((unsigned long long)dst) & 15) == 0) {
+#pragma unroll
+            for (int i = 0; i < PER * SIZE / 16; ++i)
+                reinterpret_cast<uint4*>(dst)[i] = make_uint4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+        } else {
+            for (int k = 0; k < PER && k < valid; ++k) dst[k] = get(k);
+        }
+    }
+};
+
 // One thread per 32-bit word of codes (bits in 1, 2, 4, 8): 32 / BITS outputs, stored as vectors.
 template <int OUT, int BITS>
 __global__ void inliers_words(const unsigned int* __restrict__ codes, long long row_words,
@@ -64,21 +90,14 @@ __global__ void inliers_words(const unsigned int* __restrict__ codes, long long 
     if (c0 >= cols) return;
     float offset = f16(params[r * per_row]), scale = f16(params[r * per_row + 1]);
     unsigned int word = codes[t];
-    __align__(16) typename Out<OUT>::T v[PER];
+    Packed<OUT, PER> v;
 #pragma unroll
     for (int k = 0; k < PER; ++k) {
         unsigned int q = (word >> (k * BITS)) & ((1u << BITS) - 1u);
         float base = kind ? book[q] : (float)q;
-        v[k] = round_out<OUT>(offset + base * scale);
+        v.set(k, round_out<OUT>(offset + base * scale));
     }
-    typename Out<OUT>::T* dst = out + r * cols + c0;
-    const int BYTES = PER * (int)sizeof(typename Out<OUT>::T);
-    if (c0 + PER <= cols && BYTES % 16 == 0 && (((unsigned long long)dst) & 15) == 0) {
-#pragma unroll
-        for (int i = 0; i < BYTES / 16; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<uint4*>(v)[i];
-    } else {
-        for (int k = 0; k < PER && c0 + k < cols; ++k) dst[k] = v[k];
-    }
+    v.store(out + r * cols + c0, (int)min((long long)PER, cols - c0));
 }
 
 // Any width: one thread per 8 consecutive codes.
@@ -136,99 +155,128 @@ __global__ void outliers(const unsigned int* __restrict__ codes, long long row_w
     if (stop > first && v == escape) { atomicMin(&error[r], (int)(s * 4 + 2)); return; }
     atomicAdd(&found[r], n);
 }
-// Fused: one block per (row, segment), bits in 1, 2, 4, 8. Warp 0 decodes the segment's gap chain
-// with a warp prefix sum into a shared bitmap of outlier columns; then every thread decodes whole
-// words of codes, picking the inlier or outlier level per code, and stores each output once.
+// Fused, bits in 1, 2, 4, 8, segments of at most 1024 columns: each warp of a block takes one
+// (row, segment) item and decodes its gap chain with a warp prefix sum into a shared bitmap of
+// outlier columns and a shared table of the row's output values, while the block's code words are
+// already loading; then the block decodes all its items' words by table lookup and stores each
+// output once. Index arithmetic per word is 32-bit shifts and masks: 64-bit division is costly.
 template <int OUT, int BITS>
 __global__ void fused_words(const unsigned int* __restrict__ codes, long long row_words,
                             const unsigned short* __restrict__ params, const float* __restrict__ book,
                             const float* __restrict__ obook, int kind,
                             const long long* __restrict__ starts, const unsigned int* __restrict__ gaps,
                             long long gap_words, long long gap_bit_base, int gap_bits, long long rows, long long cols,
-                            int segment, long long segments, typename Out<OUT>::T* __restrict__ out,
-                            int* __restrict__ error, int* __restrict__ found) {
-    const int PER = 32 / BITS;
-    extern __shared__ unsigned int marks[];  // one bit per column of the segment
-    __shared__ int failed;
-    long long t = blockIdx.x;
-    long long r = t / segments, s = t - r * segments;
-    long long c_begin = s * segment;
-    int length = (int)min((long long)segment, cols - c_begin);
-    int mark_words = (segment + 31) / 32;
-    for (int i = threadIdx.x; i < mark_words; i += blockDim.x) marks[i] = 0u;
-    if (threadIdx.x == 0) failed = 0;
+                            int segment, long long segments, int item_words_log2,
+                            typename Out<OUT>::T* __restrict__ out, int* __restrict__ error, int* __restrict__ found) {
+    const int PER = 32 / BITS, MAXW = BITS;  // a 1024-column segment has 32 * BITS words: BITS per lane
+    const int LEVELS = 2 << BITS;            // per warp: the row's inlier values, then its outlier values
+    extern __shared__ unsigned int marks[];  // per warp: one bit per column of its segment, then levels
+    __shared__ long long code_base[32], out_base[32];
+    __shared__ int lengths[32], failed[32];
+    const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long long items = rows * segments, item0 = (long long)blockIdx.x * warps;
+    const int mark_words = (segment + 31) / 32;
+    const int item_words = 1 << item_words_log2;
+    const int total_words = warps << item_words_log2;
+    unsigned int* levels = marks + warps * mark_words;
+
+    if (threadIdx.x < warps) {
+        long long item = item0 + threadIdx.x;
+        long long r = item / segments, s = item - r * segments;
+        code_base[threadIdx.x] = r * row_words + (s * segment * BITS) / 32;
+        out_base[threadIdx.x] = r * cols + s * segment;
+        lengths[threadIdx.x] = item < items ? (int)min((long long)segment, cols - s * segment) : 0;
+        failed[threadIdx.x] = 1;
+    }
+    for (int i = threadIdx.x; i < warps * mark_words; i += blockDim.x) marks[i] = 0u;
     __syncthreads();
-    if (threadIdx.x < 32) {
-        int lane = threadIdx.x;
-        long long first = starts[t], stop = starts[t + 1];
+
+    // Start loading this block's code words now: the chain decoding below hides their latency.
+    unsigned int prefetched[MAXW];
+#pragma unroll
+    for (int j = 0; j < MAXW; ++j) {
+        int g = threadIdx.x + j * blockDim.x;
+        int w_item = g >> item_words_log2, w = g & (item_words - 1);
+        prefetched[j] = 0u;
+        if (g < total_words && w * PER < lengths[w_item]) prefetched[j] = codes[code_base[w_item] + w];
+    }
+
+    long long item = item0 + warp;
+    if (item < items) {
+        long long r = item / segments, s = item - r * segments;
+        int length = lengths[warp];
+        unsigned int* mine = marks + warp * mark_words;
+        long long first = starts[item], stop = starts[item + 1];
         unsigned int escape = (1u << gap_bits) - 1u;
         long long carry = 0;
-        int n = 0, code = 0;
+        int n = 0, past = 0;
         unsigned int last = 0;
         for (long long base = first; base < stop; base += 32) {
             long long i = base + lane;
             bool live = i < stop;
             unsigned int v = live ? field(gaps, gap_words, i * gap_bits - gap_bit_base, gap_bits) : 0u;
-            long long advance = !live ? 0 : (v == escape ? (long long)escape : (long long)v + 1);
-            long long scan = advance;  // inclusive warp prefix sum of the advances
-            for (int d = 1; d < 32; d <<= 1) {
+            long long scan = !live ? 0 : (v == escape ? (long long)escape : (long long)v + 1);
+            for (int d = 1; d < 32; d <<= 1) {  // inclusive prefix sum of the advances
                 long long other = __shfl_up_sync(0xffffffffu, scan, d);
                 if (lane >= d) scan += other;
             }
             bool outlier = live && v != escape;
             long long p = carry + scan - 1;
-            if (outlier && p >= length) code = 1;
-            if (outlier && p < length) atomicOr(&marks[p >> 5], 1u << (p & 31));
+            if (outlier && p >= length) past = 1;
+            if (outlier && p < length) atomicOr(&mine[p >> 5], 1u << (p & 31));
             n += __popc(__ballot_sync(0xffffffffu, outlier));
             last = __shfl_sync(0xffffffffu, v, (int)min(31LL, stop - 1 - base));
             carry += __shfl_sync(0xffffffffu, scan, 31);
         }
-        code = __any_sync(0xffffffffu, code == 1) ? 1 : ((stop > first && last == escape) ? 2 : 0);
-        if (lane == 0) {
-            if (code) { atomicMin(&error[r], (int)(s * 4 + code)); failed = 1; }
-            else atomicAdd(&found[r], n);
-        }
-    }
-    __syncthreads();
-    if (failed) return;
-    float offset = f16(params[r * 4]), scale = f16(params[r * 4 + 1]);
-    float o_offset = f16(params[r * 4 + 2]), o_scale = f16(params[r * 4 + 3]);
-    const int half = 1 << (BITS - 1);
-    int words = (length * BITS + 31) / 32;
-    const unsigned int* row = codes + r * row_words + (c_begin * BITS) / 32;
-    for (int w = threadIdx.x; w < words; w += blockDim.x) {
-        unsigned int word = row[w];
-        int c0 = w * PER;
-        unsigned int flags = marks[c0 >> 5] >> (c0 & 31);
-        __align__(16) typename Out<OUT>::T v[PER];
-#pragma unroll
-        for (int k = 0; k < PER; ++k) {
-            unsigned int q = (word >> (k * BITS)) & ((1u << BITS) - 1u);
+        int code = __any_sync(0xffffffffu, past) ? 1 : ((stop > first && last == escape) ? 2 : 0);
+        // the row's output values for every (outlier flag, code): spec section 7, computed once
+        float offset = f16(params[r * 4]), scale = f16(params[r * 4 + 1]);
+        float o_offset = f16(params[r * 4 + 2]), o_scale = f16(params[r * 4 + 3]);
+        const int half = 1 << (BITS - 1);
+        for (int idx = lane; idx < LEVELS; idx += 32) {
+            unsigned int q = idx & ((1 << BITS) - 1);
             float level;
-            if ((flags >> k) & 1u) {
+            if (idx >> BITS) {
                 unsigned int m = q & (unsigned int)(half - 1);
                 float magnitude = o_offset + (kind ? obook[m] : (float)m) * o_scale;
                 level = q >= (unsigned int)half ? -magnitude : magnitude;
             } else {
                 level = offset + (kind ? book[q] : (float)q) * scale;
             }
-            v[k] = round_out<OUT>(level);
+            levels[warp * LEVELS + idx] = round_out<OUT>(level);
         }
-        typename Out<OUT>::T* dst = out + r * cols + c_begin + c0;
-        const int BYTES = PER * (int)sizeof(typename Out<OUT>::T);
-        if (c0 + PER <= length && BYTES % 16 == 0 && (((unsigned long long)dst) & 15) == 0) {
+        if (lane == 0) {
+            if (code) atomicMin(&error[r], (int)(s * 4 + code));
+            else atomicAdd(&found[r], n);
+            failed[warp] = code != 0;
+        }
+    }
+    __syncthreads();
+
 #pragma unroll
-            for (int i = 0; i < BYTES / 16; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<uint4*>(v)[i];
-        } else {
-            for (int k = 0; k < PER && c0 + k < length; ++k) dst[k] = v[k];
+    for (int j = 0; j < MAXW; ++j) {
+        int g = threadIdx.x + j * blockDim.x;
+        int w_item = g >> item_words_log2, w = g & (item_words - 1);
+        int c0 = w * PER;
+        if (g >= total_words || failed[w_item] || c0 >= lengths[w_item]) continue;
+        unsigned int word = prefetched[j];
+        unsigned int flags = marks[w_item * mark_words + (c0 >> 5)] >> (c0 & 31);
+        const unsigned int* table = levels + w_item * LEVELS;
+        Packed<OUT, PER> v;
+#pragma unroll
+        for (int k = 0; k < PER; ++k) {
+            unsigned int q = (word >> (k * BITS)) & ((1u << BITS) - 1u);
+            v.set(k, (typename Out<OUT>::T)table[q | (((flags >> k) & 1u) << BITS)]);
         }
+        v.store(out + out_base[w_item] + c0, lengths[w_item] - c0);
     }
 }
 """
 
 _OUT_TYPES = {_OUT_F32: "unsigned int", _OUT_F16: "unsigned short", _OUT_BF16: "unsigned short"}
 _THREADS = 256
-FUSED_MAX_SEGMENT = 1 << 14  # the fused kernel keeps a segment's outlier bitmap in shared memory
+FUSED_MAX_SEGMENT = 1 << 10  # each lane of the fused kernel holds its share of a segment's codes in registers
+FUSED_WARPS = 4  # (row, segment) items per block of the fused kernel
 
 
 def available() -> bool:
@@ -383,16 +431,17 @@ class Plan:
         if p.outliers and 32 % p.bits == 0 and (p.segment * p.bits) % 32 == 0 and p.segment <= FUSED_MAX_SEGMENT:
             self.error.fill(np.iinfo(np.int32).max)
             self.found.fill(0)
-            threads = min(256, max(32, -(-p.segment * p.bits // 32)))
-            threads = -(-threads // 32) * 32
+            warps = FUSED_WARPS
             kernel = module.get_function(f"fused_words<{self.out_kind},{p.bits}>")
-            blocks = self.count * self.segments
+            blocks = -(-self.count * self.segments // warps)
+            threads = 32 * warps
             if blocks:
                 kernel((blocks,), (threads,), (self.d_codes, row_words, self.d_params, self.inlier_book,
                        self.outlier_book, kind, self.d_starts, self.d_gaps, np.int64(self.d_gaps.size),
                        np.int64(self.gap_bit_base), np.int32(p.gap_bits), count, cols, np.int32(p.segment),
-                       np.int64(self.segments), out, self.error, self.found),
-                       shared_mem=4 * -(-p.segment // 32))  # fmt: skip
+                       np.int64(self.segments), np.int32((p.segment * p.bits // 32).bit_length() - 1), out,
+                       self.error, self.found),
+                       shared_mem=4 * warps * (-(-p.segment // 32) + (2 << p.bits)))  # fmt: skip
             return
         if 32 % p.bits == 0:
             kernel = module.get_function(f"inliers_words<{self.out_kind},{p.bits}>")
