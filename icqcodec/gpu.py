@@ -290,9 +290,13 @@ def available() -> bool:
 
 
 def _cupy():
+    """CuPy, or BackendUnavailableError when it or a CUDA device is missing."""
     try:
         import cupy
-    except ImportError as error:
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device")
+    except Exception as error:  # ImportError, or CUDA's own errors when there is no driver
         raise BackendUnavailableError(f"the cupy backend needs CuPy and a CUDA GPU ({error})") from None
     return cupy
 
