@@ -380,7 +380,8 @@ def _read_metadata(cursor: _DirectoryCursor, count: int) -> dict[str, str]:
     for _ in range(count):
         raw_key, key, offset = _read_string(cursor, "metadata key", MAX_NAME_LENGTH, allow_empty=False)
         if previous is not None and raw_key <= previous:
-            raise CorruptStreamError(f"metadata key {key!r} is not after {previous!r}", section="4.2.2", offset=offset)
+            raise CorruptStreamError(f"metadata key {key!r} is not after {previous.decode('utf-8')!r}",
+                                     section="4.2.2", offset=offset)  # fmt: skip
         _, value, _ = _read_string(cursor, "metadata value", MAX_VALUE_LENGTH, allow_empty=True)
         metadata[key] = value
         previous = raw_key
@@ -414,7 +415,7 @@ def _read_tensors(cursor: _DirectoryCursor, count: int, chunk_log2: int, data_si
         params_raw = cursor.take(params_length, "coding parameters")
         where = dict(offset=record_offset)
         if previous is not None and raw_name <= previous:
-            raise CorruptStreamError(f"tensor name {name!r} is not after {previous!r} (duplicate or out of order)",
+            raise CorruptStreamError(f"tensor name {name!r} is not after {previous.decode('utf-8')!r} (duplicate or out of order)",
                                      section="4.2.3", **where)  # fmt: skip
         previous = raw_name
         if reserved:

@@ -94,14 +94,14 @@ def decode_icq(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
     raw_book = None
     if "codebook" in body.layout.sections:
         raw_book = np.frombuffer(body.section("codebook"), dtype="<f2")
-        require_finite(raw_book, f"tensor {name!r}: codebook", "6.2")
+        require_finite(raw_book, f"tensor {name!r}: codebook holds a value that is not finite")
     inlier_book, outlier_book = codebooks(p.kind, p.bits, p.outliers, raw_book)
 
     # 2. Row parameters: f16 inlier_offset, inlier_scale[, outlier_offset, outlier_scale]
     per_row = 2 + (2 if p.outliers else 0)
     params = np.frombuffer(body.section("params", first * per_row * 2, count * per_row * 2), dtype="<f2")
     params = params.reshape(count, per_row)
-    require_finite(params, f"tensor {name!r}: row parameters", "6.2")
+    require_finite(params, f"tensor {name!r}: row parameters hold a value that is not finite")
 
     # 3. Codes: row r at byte r * row_stride; column c at bit c * bits
     row_stride = packed_size(cols, p.bits)
@@ -132,9 +132,10 @@ def decode_icq(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
     return to_output(values, record.dtype).reshape(shape)
 
 
-def require_finite(values: np.ndarray, what: str, section: str) -> None:
+def require_finite(values: np.ndarray, message: str) -> None:
+    """6.2: "Every entry MUST be finite", "Every value MUST be finite"."""
     if not np.isfinite(values.astype(np.float32)).all():
-        raise CorruptStreamError(f"{what} holds a value that is not finite", section=section)
+        raise CorruptStreamError(message, section="6.2")
 
 
 # ---- 8 Index coding of outlier positions --------------------------------------------------------

@@ -1,0 +1,60 @@
+"""Fuzz target: any bytes -> a decode that matches the header, or icqcodec.FormatError; nothing else.
+
+Run with atheris, seeded from the valid vectors, in both modes:
+
+    NUMBA_DISABLE_JIT=1 python conformance/fuzz/decode_any.py -runs=500000 CORPUS conformance/vectors/valid
+    NUMBA_BOUNDSCHECK=1 python conformance/fuzz/decode_any.py -runs=500000 CORPUS conformance/vectors/valid
+
+The first input byte picks the options: bit 0 the backend (numba or reference), bit 1 whether to
+recompute every checksum first, so that mutations reach the content checks (as libpng disables
+its CRCs while fuzzing).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+# Compiled numba functions cannot carry atheris' bytecode probes (numba refuses them): with the
+# JIT on, the modules holding them are left out, so coverage comes from the container and
+# reference code; NUMBA_DISABLE_JIT=1 turns them into plain Python and instruments everything.
+JITTED = [] if os.environ.get("NUMBA_DISABLE_JIT") == "1" else ["icqcodec.decode", "icqcodec.encode",
+                                                                 "icqcodec.float_bits", "icqcodec.gpu"]  # fmt: skip
+with atheris.instrument_imports(include=["icqcodec"], exclude=JITTED):
+    import icqcodec
+    from icqcodec import dtypes, files
+    from icqcodec.container import read_header
+    from icqcodec.decode import _bytes_reader
+
+from test_conformance import rechecksum  # noqa: E402
+
+
+def test_one_input(raw: bytes) -> None:
+    if not raw:
+        return
+    options, data = raw[0], raw[1:]
+    backend = "reference" if options & 1 else "numba"
+    if options & 2:
+        data = rechecksum(data)
+    try:
+        tensors = files.load(data, backend=backend, max_output_size=1 << 26)
+    except icqcodec.FormatError:
+        return
+    except ValueError as error:
+        if "max_output_size" in str(error):
+            return
+        raise
+    header = read_header(*_bytes_reader(data))
+    assert list(tensors) == [r.name for r in header.tensors]
+    for record in header.tensors:
+        array = tensors[record.name]
+        assert array.shape == record.shape and array.dtype == dtypes.numpy_dtype(record.dtype)
+
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
