@@ -241,7 +241,10 @@ def whole_file(rng) -> list[str]:
                 fn()
                 cupy.cuda.runtime.deviceSynchronize()
                 times.append(time.perf_counter() - start)
-            results[label] = (statistics.median(times), (st_path if "safetensors" in label else icq_path).stat().st_size)
+            results[label] = (
+                statistics.median(times),
+                (st_path if "safetensors" in label else icq_path).stat().st_size,
+            )
     lines = ["| load | file bytes | seconds (median of 3, warm page cache) |", "|---|---|---|"]
     for label, (seconds, size) in results.items():
         lines.append(f"| {label} | {size:,} | {seconds:.3f} |")

