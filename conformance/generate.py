@@ -36,8 +36,11 @@ class Vectors:
 
     def add(self, kind: str, name: str, section: str, description: str, data: bytes, category: str | None = None):
         assert name not in {e["name"] for e in self.entries}, name
+        from icqcodec.errors import ERROR_CLASSES
+
         entry = {"name": name, "kind": kind, "spec_version": SPEC_VERSION, "section": section,
                  "description": description, "expected": "ok" if kind == "valid" else category,
+                 "error_class": None if kind == "valid" else ERROR_CLASSES[category].__name__,
                  "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
         self.entries.append(entry)
         self.files[f"vectors/{kind}/{name}.icq"] = data

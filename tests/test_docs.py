@@ -34,7 +34,18 @@ def test_sphinx_builds_without_warnings(tmp_path):
     done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
                            str(ROOT / "docs"), str(tmp_path / "html")], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "html" / "spec.html").exists() and (tmp_path / "html" / "reference" / "cli.html").exists()
+    api = (tmp_path / "html" / "reference" / "api.html").read_text()
+    cli = (tmp_path / "html" / "reference" / "cli.html").read_text()
+    import icqcodec
+    from icqcodec import files
+
+    public = [f"icqcodec.{n}" for n in ("encode", "decode")] + [f"icqcodec.files.{n}" for n in files.__all__]
+    public += [f"icqcodec.checkpoints.{n}" for n in ("encode_checkpoint", "decode_checkpoint")]
+    public += [f"icqcodec.errors.{n}" for n in icqcodec.errors.__all__ if n != "ERROR_CLASSES"]
+    for name in public:
+        assert f'id="{name}"' in api, name
+    for command in ("encode", "decode", "inspect", "verify"):
+        assert f'id="icqcodec-{command}"' in cli, command
 
 
 @pytest.fixture
