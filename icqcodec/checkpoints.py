@@ -269,35 +269,41 @@ def decode_file(source: Path, target: Path, *, dtype: str | None = None, force: 
 # ---- whole checkpoints, sharded or not -------------------------------------------------------------
 
 
+def _encode_one(source: Path, target: Path, force: bool, options: EncodeOptions, **kwargs) -> None:
+    opened = open_source(source)
+    try:
+        encode_file(opened, target, options, force=force, **kwargs)
+    finally:
+        opened.close()
+
+
+def _convert_shards(index: Path, target: Path, force: bool, suffix: str, index_name: str, convert) -> list[Path]:
+    """Convert every shard named by ``index`` into a staged directory with a new index, then put it
+    in place (``convert(source, target)`` converts one file)."""
+    weight_map, metadata = _read_index(index)
+    shard_names = {}
+    with atomic_directory(target, force) as staging:
+        for shard in sorted(set(weight_map.values())):
+            name = Path(shard).stem + suffix
+            convert(index.parent / shard, staging / name)
+            shard_names[shard] = name
+        new_index = {"metadata": metadata, "weight_map": {k: shard_names[v] for k, v in weight_map.items()}}
+        _write_index(staging / index_name, new_index, False)
+    return [target / n for n in sorted(shard_names.values())] + [target / index_name]
+
+
 def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dtype: str | None = None,
                       include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
                       progress: Progress | None = None) -> list[Path]:  # fmt: skip
     """Encode a file, or a sharded checkpoint (its index or directory) into a directory of .icq
     shards with ``model.icq.index.json``. Returns the files written."""
+    kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress)
     index = _shard_index(source, SAFETENSORS_INDEX)
     if index is None:
-        opened = open_source(source)
-        try:
-            encode_file(opened, target, options, dtype=dtype, include=include, exclude=exclude, force=force,
-                        progress=progress)  # fmt: skip
-        finally:
-            opened.close()
+        _encode_one(source, target, force, options, **kwargs)
         return [target]
-    weight_map, metadata = _read_index(index)
-    shard_names = {}
-    with atomic_directory(target, force) as staging:
-        for shard in sorted(set(weight_map.values())):
-            name = Path(shard).stem + ".icq"
-            opened = open_source(index.parent / shard)
-            try:
-                encode_file(opened, staging / name, options, dtype=dtype, include=include, exclude=exclude,
-                            progress=progress)  # fmt: skip
-            finally:
-                opened.close()
-            shard_names[shard] = name
-        new_index = {"metadata": metadata, "weight_map": {k: shard_names[v] for k, v in weight_map.items()}}
-        _write_index(staging / ICQ_INDEX, new_index, False)
-    return [target / n for n in sorted(shard_names.values())] + [target / ICQ_INDEX]
+    return _convert_shards(index, target, force, ".icq", ICQ_INDEX,
+                           lambda src, dst: _encode_one(src, dst, False, options, **kwargs))  # fmt: skip
 
 
 def decode_checkpoint(source: Path, target: Path, *, dtype: str | None = None, force: bool = False,
@@ -307,16 +313,8 @@ def decode_checkpoint(source: Path, target: Path, *, dtype: str | None = None, f
     if index is None:
         decode_file(source, target, dtype=dtype, force=force, progress=progress)
         return [target]
-    weight_map, metadata = _read_index(index)
-    shard_names = {}
-    with atomic_directory(target, force) as staging:
-        for shard in sorted(set(weight_map.values())):
-            name = Path(shard).stem + ".safetensors"
-            decode_file(index.parent / shard, staging / name, dtype=dtype, progress=progress)
-            shard_names[shard] = name
-        new_index = {"metadata": metadata, "weight_map": {k: shard_names[v] for k, v in weight_map.items()}}
-        _write_index(staging / SAFETENSORS_INDEX, new_index, False)
-    return [target / n for n in sorted(shard_names.values())] + [target / SAFETENSORS_INDEX]
+    return _convert_shards(index, target, force, ".safetensors", SAFETENSORS_INDEX,
+                           lambda src, dst: decode_file(src, dst, dtype=dtype, progress=progress))  # fmt: skip
 
 
 @contextmanager
