@@ -166,13 +166,9 @@ __global__ void fused_words(const unsigned int* __restrict__ codes, long long ro
                             const float* __restrict__ obook, int kind,
                             const long long* __restrict__ starts, const unsigned int* __restrict__ gaps,
                             long long gap_words, long long gap_bit_base, int gap_bits, long long rows, long long cols,
-                            int segment, long long segments, int item_units_log2,
+                            int segment, long long segments, int item_words_log2,
                             typename Out<OUT>::T* __restrict__ out, int* __restrict__ error, int* __restrict__ found) {
-    // A unit is PER codes: at most one 32-bit word of codes and one 16-byte store of outputs, so a
-    // warp's stores are contiguous. A segment of at most 1024 columns has at most 32 units per lane.
-    const int SIZE = (int)sizeof(typename Out<OUT>::T);
-    const int PER = (32 / BITS) < (16 / SIZE) ? (32 / BITS) : (16 / SIZE);
-    const int MAXW = 32 / PER;
+    const int PER = 32 / BITS, MAXW = BITS;  // a 1024-column segment has 32 * BITS words: BITS per lane
     const int LEVELS = 2 << BITS;            // per warp: the row's inlier values, then its outlier values
     extern __shared__ unsigned int marks[];  // per warp: one bit per column of its segment, then levels
     __shared__ long long code_base[32], out_base[32];
@@ -180,8 +176,8 @@ __global__ void fused_words(const unsigned int* __restrict__ codes, long long ro
     const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long long items = rows * segments, item0 = (long long)blockIdx.x * warps;
     const int mark_words = (segment + 31) / 32;
-    const int item_units = 1 << item_units_log2;
-    const int total_units = warps << item_units_log2;
+    const int item_words = 1 << item_words_log2;
+    const int total_words = warps << item_words_log2;
     unsigned int* levels = marks + warps * mark_words;
 
     if (threadIdx.x < warps) {
@@ -200,10 +196,9 @@ __global__ void fused_words(const unsigned int* __restrict__ codes, long long ro
 #pragma unroll
     for (int j = 0; j < MAXW; ++j) {
         int g = threadIdx.x + j * blockDim.x;
-        int w_item = g >> item_units_log2, u = g & (item_units - 1);
-        int bit = u * PER * BITS;
+        int w_item = g >> item_words_log2, w = g & (item_words - 1);
         prefetched[j] = 0u;
-        if (g < total_units && u * PER < lengths[w_item]) prefetched[j] = codes[code_base[w_item] + (bit >> 5)] >> (bit & 31);
+        if (g < total_words && w * PER < lengths[w_item]) prefetched[j] = codes[code_base[w_item] + w];
     }
 
     long long item = item0 + warp;
@@ -261,9 +256,9 @@ __global__ void fused_words(const unsigned int* __restrict__ codes, long long ro
 #pragma unroll
     for (int j = 0; j < MAXW; ++j) {
         int g = threadIdx.x + j * blockDim.x;
-        int w_item = g >> item_units_log2, u = g & (item_units - 1);
-        int c0 = u * PER;
-        if (g >= total_units || failed[w_item] || c0 >= lengths[w_item]) continue;
+        int w_item = g >> item_words_log2, w = g & (item_words - 1);
+        int c0 = w * PER;
+        if (g >= total_words || failed[w_item] || c0 >= lengths[w_item]) continue;
         unsigned int word = prefetched[j];
         unsigned int flags = marks[w_item * mark_words + (c0 >> 5)] >> (c0 & 31);
         const unsigned int* table = levels + w_item * LEVELS;
@@ -441,7 +436,6 @@ class Plan:
             self.error.fill(np.iinfo(np.int32).max)
             self.found.fill(0)
             warps = FUSED_WARPS
-            per = min(32 // p.bits, 16 // (4 if self.out_kind == _OUT_F32 else 2))
             kernel = module.get_function(f"fused_words<{self.out_kind},{p.bits}>")
             blocks = -(-self.count * self.segments // warps)
             threads = 32 * warps
@@ -449,7 +443,7 @@ class Plan:
                 kernel((blocks,), (threads,), (self.d_codes, row_words, self.d_params, self.inlier_book,
                        self.outlier_book, kind, self.d_starts, self.d_gaps, np.int64(self.d_gaps.size),
                        np.int64(self.gap_bit_base), np.int32(p.gap_bits), count, cols, np.int32(p.segment),
-                       np.int64(self.segments), np.int32((p.segment // per).bit_length() - 1), out,
+                       np.int64(self.segments), np.int32((p.segment * p.bits // 32).bit_length() - 1), out,
                        self.error, self.found),
                        shared_mem=4 * warps * (-(-p.segment // 32) + (2 << p.bits)))  # fmt: skip
             return
