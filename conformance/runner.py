@@ -34,10 +34,14 @@ def in_process(backend: str) -> Callable[[bytes, Path], Outcome]:
             return "error", error.category
         result = []
         for name, array in tensors.items():
-            if backend == "cupy":
+            if backend == "cupy":  # bfloat16 comes back as uint16 bit patterns: CuPy has no bfloat16
                 import cupy
 
-                array = cupy.asnumpy(array)
+                from icqcodec.container import read_header
+                from icqcodec.decode import _bytes_reader
+
+                record = read_header(*_bytes_reader(data)).by_name[name]
+                array = cupy.asnumpy(array).view(dtypes.numpy_dtype(record.dtype))
             code = dtypes.code_of(array.dtype)
             result.append((name, dtypes.NAMES[code], list(array.shape), np.ascontiguousarray(array).tobytes()))
         return "ok", result

@@ -323,7 +323,8 @@ def _launch(kernel, count: int, args) -> None:
 
 def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: tuple[int, int] | None = None,
                   device_data=None):  # fmt: skip
-    """Decode one tensor on the GPU into a CuPy array (bfloat16 as its uint16 bit patterns).
+    """Decode one tensor on the GPU into a CuPy array (bfloat16 and float8 tensors as their unsigned
+    integer bit patterns, since CuPy has neither).
 
     ``device_data``: the file's data section already on the GPU (see :func:`upload`); else the
     tensor's sections are uploaded from ``read_at``.
@@ -338,8 +339,8 @@ def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: t
         host = decode_raw(payload, rows)
         if rows is None:
             payload.check_section_padding()
-        if host.dtype == dtypes.numpy_dtype(dtypes.BFLOAT16):
-            host = host.view(np.uint16)
+        if record.dtype in (dtypes.BFLOAT16, 13, 14):  # CuPy has no bfloat16 or float8: keep the bit patterns
+            host = host.view(f"<u{host.dtype.itemsize}")
         return cupy.asarray(host)
     out = _decode_icq(cupy, payload, rows, device_data)
     if rows is None:
@@ -413,11 +414,11 @@ class Plan:
                                                  device_data, cupy.uint32)  # fmt: skip
             else:  # no symbols in these rows: the kernel reads nothing, but needs a pointer
                 self.d_gaps = cupy.zeros(1, cupy.uint32)
+            # checked now, raised after the chain errors (spec 9.2 step 9 puts gap padding last)
+            self.gap_padding_set = False
             if rows is None:
                 gap_words = np.frombuffer(payload.section("gaps"), "<u4").astype(np.uint32)
-                if not _tail_is_zero(gap_words, p.total_symbols * p.gap_bits):
-                    raise CorruptStreamError(f"tensor {name!r}: padding bits of the gap symbols are not zero",
-                                             section="8")  # fmt: skip
+                self.gap_padding_set = not _tail_is_zero(gap_words, p.total_symbols * p.gap_bits)
             self.d_starts = cupy.asarray(local - local[0])
             self.gap_bit_base = word_first * 32 - int(local[0]) * p.gap_bits
             self.error = cupy.empty(count, dtype=cupy.int32)
@@ -478,6 +479,8 @@ class Plan:
         flags[short, 3] = found[short]
         if bad.any() or short.any():
             _raise_first(self.name, self.first, flags, 0, self.params.outliers)
+        if self.gap_padding_set:
+            raise CorruptStreamError(f"tensor {self.name!r}: padding bits of the gap symbols are not zero", section="8")
 
     def typed(self, out):
         """The output with its dtype (bfloat16 stays as uint16 bit patterns: CuPy has no bfloat16)."""
