@@ -10,7 +10,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from icqcodec.bitstream import packed_size
+import numpy as np
+
+from icqcodec import bitstream
 from icqcodec.container import crc32c
 
 MAGIC = b"\x89ICQ\r\n\x1a\n"
@@ -18,11 +20,8 @@ MAGIC = b"\x89ICQ\r\n\x1a\n"
 
 def pack(values, width: int) -> bytes:
     """LSB-first fields in whole 32-bit words (spec section 5)."""
-    total = 0
-    for j, value in enumerate(values):
-        assert 0 <= value < (1 << width)
-        total |= value << (j * width)
-    return total.to_bytes(packed_size(len(values), width), "little") if values else b""
+    assert all(0 <= value < (1 << width) for value in values)
+    return bitstream.pack(np.asarray(values, dtype=np.uint64), width)
 
 
 def string(raw: bytes) -> bytes:

@@ -1,6 +1,7 @@
 """Bit packing (spec section 5): LSB-first fields in whole 32-bit little-endian words.
 
-Plain numpy: the reference decoder reads with :func:`unpack`, the encoder writes with :func:`pack`.
+Plain numpy: the reference decoder reads with :func:`unpack`; the conformance builder writes with
+:func:`pack` (the encoder packs in numba, in :mod:`icqcodec.encode`).
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ def _decode_icq(payload: Payload, rows: tuple[int, int] | None) -> np.ndarray:
                              starts, gap_words, gap_bit_base, max(p.gap_bits, 1), p.segment, p.outliers,
                              out_kind, chain_status == 0)  # fmt: skip
     _raise_first(name, first, flags, chain_status, p.outliers)
-    if p.outliers and rows is None and not _tail_gap_zero(gap_words, p.total_symbols * p.gap_bits - gap_bit_base):
+    if p.outliers and rows is None and not _tail_is_zero(gap_words, p.total_symbols * p.gap_bits - gap_bit_base):
         raise CorruptStreamError(f"tensor {name!r}: padding bits of the gap symbols are not zero", section="8")
     shape = record.shape if rows is None else (count, cols)
     return out.view(dtypes.numpy_dtype(record.dtype)).reshape(shape)
@@ -275,10 +275,6 @@ def _wide_view(out: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     if (cols * out.itemsize) % unit:
         return np.zeros((0, 1), np.uint8), 1
     return out.view(np.dtype(f"<u{unit}")), span // unit
-
-
-def _tail_gap_zero(words: np.ndarray, used_bits: int) -> bool:
-    return bool(_tail_is_zero(words, used_bits))
 
 
 def _raise_first(name: str, first: int, flags: np.ndarray, chain_status: int, expected: int) -> None:

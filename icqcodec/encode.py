@@ -454,9 +454,7 @@ def pack_fields(values: np.ndarray, width: int) -> bytes:
 # ---- the icq coding of one tensor ----------------------------------------------------------------
 
 
-def encode_icq(
-    array: np.ndarray, options: EncodeOptions, output_dtype: int
-) -> tuple[IcqParams, dict[str, bytes], float]:
+def encode_icq(array: np.ndarray, options: EncodeOptions) -> tuple[IcqParams, dict[str, bytes], float]:
     """Code one floating-point array; returns its parameters, body sections and squared error."""
     x = np.ascontiguousarray(array, dtype=np.float32)
     if x.ndim == 0 or x.size == 0:
@@ -565,7 +563,7 @@ def encode_tensor(name: str, array: np.ndarray, options: EncodeOptions, *, codin
     if output not in dtypes.ICQ_OUTPUT_CODES:
         raise ValueError(f"dtype must be float16, bfloat16 or float32 for the icq coding, got {dtype!r}")
     try:
-        params, sections, _ = encode_icq(array, options, output)
+        params, sections, _ = encode_icq(array, options)
     except ValueError as error:
         raise ValueError(f"tensor {name!r}: {error}") from None
     return TensorRecord(name, output, source, CODING_ICQ, tuple(array.shape), params=params), sections

@@ -273,7 +273,6 @@ __global__ void fused_words(const unsigned int* __restrict__ codes, long long ro
 }
 """
 
-_OUT_TYPES = {_OUT_F32: "unsigned int", _OUT_F16: "unsigned short", _OUT_BF16: "unsigned short"}
 _THREADS = 256
 FUSED_MAX_SEGMENT = 1 << 10  # each lane of the fused kernel holds its share of a segment's codes in registers
 FUSED_WARPS = 4  # (row, segment) items per block of the fused kernel
