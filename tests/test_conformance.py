@@ -137,6 +137,8 @@ def decode_or_reject(data: bytes, backend: str) -> None:
         return
     header = read_header(*_bytes_reader(data))
     assert list(tensors) == [r.name for r in header.tensors]
+    # spec section 4.5: a file decodes to at most 32 times its size
+    assert sum(array.nbytes for array in tensors.values()) <= 32 * len(data)
     for record in header.tensors:
         array = tensors[record.name]
         assert array.shape == record.shape and array.dtype == dtypes.numpy_dtype(record.dtype)
