@@ -66,7 +66,7 @@ def peers() -> dict[str, dict[str, Quantizer]]:
         QUIP: {
             f"{b} bits": (lambda m, b=b, seed=seed: (quip_sharp.quantize(m, b, seed), quip_sharp.rate(m.shape, b)))
             for seed, b in enumerate(CODE_BITS)
-        },  # fmt: skip
+        },
     }
     if hqq_peer.available() is None:
         table["HQQ g64"] = {f"{b} bits": (lambda m, b=b: hqq_peer.quantize(m, b)) for b in CODE_BITS}

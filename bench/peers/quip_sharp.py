@@ -152,8 +152,10 @@ def _e8p_nearest(x: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.nda
     return _e8p_search(np.ascontiguousarray(x, np.float64), sources)
 
 
-STAGES = {"e8p": (2, lambda x: _e8p_nearest(x, e8p_sources())[0]),
-          "e8": (1, lambda x: _brute_force_search(np.ascontiguousarray(x, np.float64), e8_roots())[0])}  # fmt: skip
+STAGES = {  # E8P codes 2 bits/weight, the E8 roots 1 bit/weight
+    "e8p": lambda x: _e8p_nearest(x, e8p_sources())[0],
+    "e8": lambda x: _brute_force_search(np.ascontiguousarray(x, np.float64), e8_roots())[0],
+}
 PLANS = {2: ("e8p",), 3: ("e8p", "e8"), 4: ("e8p", "e8p")}
 
 
@@ -177,7 +179,7 @@ def _stage(x: np.ndarray, quantize, factor: float = 1.0) -> np.ndarray:
 def _run_plan(x: np.ndarray, plan: tuple[str, ...], first_factor: float) -> np.ndarray:
     approx = np.zeros_like(x)
     for i, name in enumerate(plan):
-        approx += _stage(x - approx, STAGES[name][1], first_factor if i == 0 else 1.0)
+        approx += _stage(x - approx, STAGES[name], first_factor if i == 0 else 1.0)
     return approx
 
 
