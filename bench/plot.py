@@ -9,13 +9,13 @@ Run: python bench/plot.py   (needs matplotlib; run bench/rate_distortion.py firs
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from quality import binary_entropy  # noqa: E402
 from rate_distortion import QUIP, quip_gaps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -74,7 +74,7 @@ def draw_rate_distortion(slug: str, result: dict) -> None:
 def draw_position_cost(results: dict) -> None:
     figure, axes = plt.subplots(figsize=(6, 4), dpi=110)
     grid = [i / 1000 for i in range(1, 100)]
-    axes.plot(grid, [-g * math.log2(g) - (1 - g) * math.log2(1 - g) for g in grid], "k-", lw=1, label="H(g), the bound")
+    axes.plot(grid, [binary_entropy(g) for g in grid], "k-", lw=1, label="H(g), the bound")
     for result in results.values():
         gs = [p["g"] for p in result["positions"]]
         axes.plot(gs, [p["bits"] for p in result["positions"]], "o-", ms=4, label=f"icq positions: {result['title']}")
