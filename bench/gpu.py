@@ -208,6 +208,54 @@ def speed(rng) -> list[str]:
                          f"{100 * moved / seconds / copy:.0f}% | {w.size / seconds / 1e9:.1f} | {bnb} | "
                          f"{statistics.median(end_to_end) * 1e3:.1f} |")  # fmt: skip
     lines.append(f"\ndevice-to-device copy: {copy / 1e9:.0f} GB/s (bytes read + written, 1 GiB, median of 30)")
+    lines += kernel_resources()
+    return lines
+
+
+def kernel_resources() -> list[str]:
+    """Registers, local memory and resident blocks of the float16 segments kernels."""
+    from icqcodec import gpu
+
+    lines = []
+    for bits in (2, 3, 4):
+        name = f"segments<1,{bits}>"
+        kernel = gpu._kernel(name)
+        shared = 8 * gpu._warp_shared_bytes(bits, 2)
+        try:
+            per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, 256, shared)
+        except Exception as error:
+            per_sm = f"? ({error})"
+        lines.append(f"{name}: {kernel.num_regs} registers, {kernel.local_size_bytes} bytes local memory, "
+                     f"{per_sm} blocks of 256 threads per SM, grid of {gpu._grid_limit(name, 256, shared)}")  # fmt: skip
+    return lines
+
+
+def sweep(rng) -> list[str]:
+    """Variants of the segments kernel on 28672x8192 float16 at 2 and 4 bits, 5% outliers: the
+    register cap (minimum resident blocks of 256 threads per SM)."""
+    from icqcodec import gpu
+    from icqcodec.container import Payload
+
+    w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
+    lines = ["| bits | min blocks/SM | registers | kernel ms |", "|---|---|---|---|"]
+    for bits in (2, 4):
+        data = icqcodec.encode(w, bits=bits, dtype="float16")
+        read_at, size = _bytes_reader(data)
+        header = read_header(read_at, size)
+        plan = Plan(cupy, Payload(header, header.tensors[0], read_at), None, None)
+        out = plan.empty_output()
+        for min_blocks in (4, 5):
+            gpu.MIN_BLOCKS_PER_SM = min_blocks
+            gpu._kernel.cache_clear()
+            gpu._grid_limit.cache_clear()
+            kernel = gpu._kernel(f"segments<1,{bits}>")
+            seconds = event_time(lambda plan=plan, out=out: plan.run(out), 30)
+            plan.finish()
+            assert cupy.asnumpy(plan.typed(out)).tobytes() == files.load(data)["tensor"].tobytes()
+            lines.append(f"| {bits} | {min_blocks} | {kernel.num_regs} | {seconds * 1e3:.3f} |")
+    gpu.MIN_BLOCKS_PER_SM = 4
+    gpu._kernel.cache_clear()
+    gpu._grid_limit.cache_clear()
     return lines
 
 
@@ -267,6 +315,7 @@ def main() -> None:
     parser.add_argument("--sanitize", action="store_true")
     parser.add_argument("--random-streams", type=int, default=300)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="launch shapes of the segments kernel")
     parser.add_argument("--profile", action="store_true", help="one 28672x8192 2-bit decode, for ncu")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -291,6 +340,9 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")  # fmt: skip
     if args.random_streams:
         for line in correctness(rng, args.random_streams):
+            print(line, flush=True)
+    if args.sweep:
+        for line in sweep(rng):
             print(line, flush=True)
     if not args.skip_speed:
         for line in speed(rng):
