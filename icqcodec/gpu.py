@@ -51,6 +51,15 @@ __device__ __forceinline__ unsigned int field(const unsigned int* __restrict__ w
 }
 
 
+// The bits of little-endian 32-bit words from bit `bit` on (spec section 5), not yet masked to
+// `width`: the next word is read only when the field reaches into it.
+__device__ __forceinline__ unsigned int bits_from(const unsigned int* words, int bit, int width) {
+    const int j = bit >> 5, shift = bit & 31;
+    unsigned int v = words[j] >> shift;
+    if (shift + width > 32) v |= words[j + 1] << (32 - shift);
+    return v;
+}
+
 // The output bits of code q of a row (spec section 7): its inlier level, or its signed outlier level.
 template <int OUT>
 __device__ __forceinline__ typename Out<OUT>::T level_bits(unsigned int q, bool outlier, int bits, int kind,
@@ -228,9 +237,7 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
             unsigned int packed[32 * SIZE / 4];
 #pragma unroll
             for (int e = 0; e < 32; e += E::PAIRED ? 2 : 1) {
-                const int width = E::PAIRED ? 2 * BITS : BITS, bit = e * BITS, j = bit >> 5, shift = bit & 31;
-                unsigned int q = w[j] >> shift;
-                if (shift + width > 32) q |= w[j + 1] << (32 - shift);
+                const unsigned int q = bits_from(w, e * BITS, E::PAIRED ? 2 * BITS : BITS);
                 if constexpr (!E::PAIRED) {
                     const unsigned int u = lds32(levels_at + (q & (LEVELS - 1)) * 4);
                     if (SIZE == 4) packed[e] = u;
@@ -260,20 +267,14 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
             // 32 symbols are gap_bits whole words: per round the warp's words advance by gap_bits
             const long long item_bit = item_first * gap_bits - gap_bit_base;
             const unsigned int* round_words = gaps + (item_bit >> 5);
-            const int offset = (int)(item_bit & 31) + lane * gap_bits, at = offset >> 5, shift = offset & 31;
-            const bool straddles = shift + gap_bits > 32;  // then the next word holds this symbol's rest
+            const int offset = (int)(item_bit & 31) + lane * gap_bits;  // this lane's symbol in a round
             int carry = 0, n = 0;
             bool past = false;
             unsigned int last = 0;
             for (long long base = item_first; base < item_stop && !past; base += 32, round_words += gap_bits) {
                 const int left = (int)min(item_stop - base, 32LL);
                 const bool live = lane < left;
-                unsigned int v = 0u;
-                if (live) {
-                    v = round_words[at] >> shift;
-                    if (straddles) v |= round_words[at + 1] << (32 - shift);
-                    v &= escape;
-                }
+                const unsigned int v = live ? bits_from(round_words, offset, gap_bits) & escape : 0u;
                 int scan = !live ? 0 : (v == escape ? (int)escape : (int)v + 1);
 #pragma unroll
                 for (int d = 1; d < 32; d <<= 1) {  // inclusive prefix sum of the advances
@@ -283,9 +284,7 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
                 const bool outlier = live && v != escape;
                 const int p = carry + scan - 1;
                 if (outlier && p < item_length) {
-                    const int bit = p * BITS, j = bit >> 5, shift = bit & 31;
-                    unsigned int q = item_src[j] >> shift;
-                    if (shift + BITS > 32) q |= item_src[j + 1] << (32 - shift);
+                    const unsigned int q = bits_from(item_src, p * BITS, BITS);
                     const T value = (T)lds32(levels_at + (LEVELS + (q & (LEVELS - 1))) * 4);
                     sts_out<T>(stage + S::slot(p / EPC) * 16 + (p % EPC) * SIZE, value);
                 }
@@ -526,6 +525,7 @@ class Plan:
             self.gap_bit_base = word_first * 32 - int(local[0]) * p.gap_bits
         # per row: the first chain error (ERROR_NONE minus its code), then the outliers found
         self.status = cupy.zeros(2 * max(count, 1), dtype=cupy.int32)
+        self.error, self.found = self.status[: max(count, 1)], self.status[max(count, 1) :]
 
     def empty_output(self):
         cupy = self.cupy
@@ -537,7 +537,6 @@ class Plan:
         fused = p.outliers and p.segment % 32 == 0 and p.segment <= SEGMENT_COLUMNS
         segment = p.segment if fused else SEGMENT_COLUMNS
         segments = -(-self.cols // segment)
-        error, found = self.status[: max(count, 1)], self.status[max(count, 1) :]
         if p.outliers:
             self.status.fill(0)
         name = f"segments<{self.out_kind},{p.bits}>"
@@ -569,8 +568,8 @@ class Plan:
                     np.int32(segment),
                     np.int64(segments),
                     out,
-                    error,
-                    found,
+                    self.error,
+                    self.found,
                 ),
                 shared_mem=shared,
             )
@@ -597,8 +596,8 @@ class Plan:
                     np.int64(p.segment),
                     np.int64(self.segments),
                     out,
-                    error,
-                    found,
+                    self.error,
+                    self.found,
                 ),
             )
 
@@ -606,8 +605,8 @@ class Plan:
         """Raise the first chain error the kernels flagged, in the normative order."""
         if not self.params.outliers:
             return
-        status = self.cupy.asnumpy(self.status).astype(np.int64)
-        error, found = status[: self.count], status[max(self.count, 1) : max(self.count, 1) + self.count]
+        status = self.cupy.asnumpy(self.status).astype(np.int64).reshape(2, -1)[:, : self.count]
+        error, found = status
         flags = self.flags
         bad = error != 0
         first_error = _ERROR_NONE - error[bad]
