@@ -122,12 +122,14 @@ struct Stage {
     __device__ __forceinline__ static unsigned int slot(int chunk) { return (chunk % CPL) * ROW + chunk / CPL; }
 };
 
-// Table entries: for widths up to 4 one entry holds the outputs of a pair of codes, looked up by
-// the pair's 2 * BITS bits at once; wider codes are looked up one by one in the levels.
+// Table entries: one entry holds the outputs of a group of codes (a byte of 2-bit codes, a pair
+// of 3- or 4-bit codes), looked up by the group's bits at once; wider codes are looked up one by
+// one in the levels. Fewer lookups per output: integer issue is what limits this kernel.
 template <int OUT, int BITS> struct Entry {
-    static const bool PAIRED = BITS <= 4;
-    static const int SIZE = 2 * (int)sizeof(typename Out<OUT>::T), COUNT = PAIRED ? 1 << (2 * BITS) : 0;
-    static const int BYTES = COUNT * SIZE;
+    static const int CODES = BITS == 2 ? 4 : (BITS <= 4 ? 2 : 1);
+    static const bool GROUPED = CODES > 1;
+    static const int WORDS = CODES * (int)sizeof(typename Out<OUT>::T) / 4;
+    static const int COUNT = GROUPED ? 1 << (CODES * BITS) : 0, BYTES = COUNT * WORDS * 4;
 };
 
 #ifndef ICQ_MIN_BLOCKS
@@ -221,9 +223,13 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
                 levels[idx] = level_bits<OUT>(idx & (LEVELS - 1), idx >= LEVELS, BITS, kind, p, book, obook);
             __syncwarp();
             for (int idx = lane; idx < E::COUNT; idx += 32) {
-                const unsigned int a = levels[idx & (LEVELS - 1)], b = levels[idx >> BITS];
-                if (SIZE == 4) reinterpret_cast<uint2*>(entries)[idx] = make_uint2(a, b);
-                else entries[idx] = a | (b << 16);
+#pragma unroll
+                for (int k = 0; k < E::WORDS; ++k) {
+                    const int code = SIZE == 4 ? k : 2 * k;  // the entry's first code in word k
+                    unsigned int word = levels[(idx >> (code * BITS)) & (LEVELS - 1)];
+                    if (SIZE == 2) word |= levels[(idx >> ((code + 1) * BITS)) & (LEVELS - 1)] << 16;
+                    entries[idx * E::WORDS + k] = word;
+                }
             }
             __syncwarp();
             table_row = r;
@@ -236,19 +242,26 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
         if (lane * 32 < item_length) {
             unsigned int packed[32 * SIZE / 4];
 #pragma unroll
-            for (int e = 0; e < 32; e += E::PAIRED ? 2 : 1) {
-                const unsigned int q = bits_from(w, e * BITS, E::PAIRED ? 2 * BITS : BITS);
-                if constexpr (!E::PAIRED) {
+            for (int e = 0; e < 32; e += E::CODES) {
+                const unsigned int q = bits_from(w, e * BITS, E::CODES * BITS);
+                const int to = e * SIZE / 4;  // the first packed word of these outputs
+                if constexpr (!E::GROUPED) {
                     const unsigned int u = lds32(levels_at + (q & (LEVELS - 1)) * 4);
-                    if (SIZE == 4) packed[e] = u;
-                    else if (e & 1) packed[e >> 1] |= u << 16;
-                    else packed[e >> 1] = u;
-                } else if constexpr (SIZE == 4) {
+                    if (SIZE == 4) packed[to] = u;
+                    else if (e & 1) packed[to] |= u << 16;
+                    else packed[to] = u;
+                } else if constexpr (E::WORDS == 1) {
+                    packed[to] = lds32(entries_at + (q & (E::COUNT - 1)) * 4);
+                } else if constexpr (E::WORDS == 2) {
                     const uint2 v = lds64(entries_at + (q & (E::COUNT - 1)) * 8);
-                    packed[e] = v.x;
-                    packed[e + 1] = v.y;
+                    packed[to] = v.x;
+                    packed[to + 1] = v.y;
                 } else {
-                    packed[e >> 1] = lds32(entries_at + (q & (E::COUNT - 1)) * 4);
+                    const uint4 v = lds128(entries_at + (q & (E::COUNT - 1)) * 16);
+                    packed[to] = v.x;
+                    packed[to + 1] = v.y;
+                    packed[to + 2] = v.z;
+                    packed[to + 3] = v.w;
                 }
             }
 #pragma unroll
@@ -389,10 +402,11 @@ def _cupy():
 
 def _warp_shared_bytes(bits: int, item_size: int) -> int:
     """Shared memory of one warp of the segments kernel (see Stage and Entry in the source): the
-    staged segment, the row's levels (inlier and outlier), the entries for pairs of codes."""
+    staged segment, the row's levels (inlier and outlier), the entries for groups of codes."""
     chunks = 32 * item_size // 16  # per lane
     stage = chunks * (32 + 8 // chunks) * 16
-    entries = (1 << 2 * bits) * 2 * item_size if bits <= 4 else 0
+    codes = 4 if bits == 2 else 2 if bits <= 4 else 0  # per entry
+    entries = (1 << codes * bits) * codes * item_size if codes else 0
     return stage + 4 * (2 << bits) + entries
 
 
