@@ -218,15 +218,15 @@ def kernel_resources() -> list[str]:
 
     lines = []
     for bits in (2, 3, 4):
-        name = f"segments<1,{bits}>"
+        name, warps, shared = gpu._launch_shape(bits, 1)  # float16 output
         kernel = gpu._kernel(name)
-        shared = 8 * gpu._warp_shared_bytes(bits, 2)
+        threads = 32 * warps
         try:
-            per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, 256, shared)
+            per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, threads, shared)
         except Exception as error:
             per_sm = f"? ({error})"
         lines.append(f"{name}: {kernel.num_regs} registers, {kernel.local_size_bytes} bytes local memory, "
-                     f"{per_sm} blocks of 256 threads per SM, grid of {gpu._grid_limit(name, 256, shared)}")  # fmt: skip
+                     f"{per_sm} blocks of {threads} threads per SM, grid of {gpu._grid_limit(name, threads, shared)}")  # fmt: skip
     return lines
 
 

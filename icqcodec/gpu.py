@@ -411,6 +411,16 @@ def _warp_shared_bytes(bits: int, item_size: int) -> int:
 
 
 @functools.cache
+def _launch_shape(bits: int, out_kind: int) -> tuple[str, int, int]:
+    """The segments kernel for ``bits`` and ``out_kind``: its name, warps per block, shared bytes."""
+    warps = WARPS_PER_BLOCK
+    shared = warps * _warp_shared_bytes(bits, 4 if out_kind == _OUT_F32 else 2)
+    if shared > 48 * 1024:  # the default limit of dynamic shared memory per block
+        warps, shared = 4, shared // 2
+    return f"segments<{out_kind},{bits}>", warps, shared
+
+
+@functools.cache
 def _kernel(name: str):
     """One kernel of the source, compiled on first use (CuPy caches the binary on disk)."""
     options = ("-std=c++17", f"-DICQ_MIN_BLOCKS={MIN_BLOCKS_PER_SM}")
@@ -553,12 +563,7 @@ class Plan:
         segments = -(-self.cols // segment)
         if p.outliers:
             self.status.fill(0)
-        name = f"segments<{self.out_kind},{p.bits}>"
-        item_size = 4 if self.out_kind == _OUT_F32 else 2
-        warps = WARPS_PER_BLOCK
-        shared = warps * _warp_shared_bytes(p.bits, item_size)
-        if shared > 48 * 1024:  # the default limit of dynamic shared memory per block
-            warps, shared = 4, shared // 2
+        name, warps, shared = _launch_shape(p.bits, self.out_kind)
         blocks = min(-(-count * segments // warps), _grid_limit(name, 32 * warps, shared))
         if blocks:
             _kernel(name)(
