@@ -137,6 +137,16 @@ def correctness(rng, count: int) -> list[str]:
     return lines
 
 
+def plan_of(data: bytes):
+    """The header of a one-tensor file, a GPU Plan for its tensor and a preallocated output."""
+    from icqcodec.container import Payload
+
+    read_at, size = _bytes_reader(data)
+    header = read_header(read_at, size)
+    plan = Plan(cupy, Payload(header, header.tensors[0], read_at), None, None)
+    return header, plan, plan.empty_output()
+
+
 def event_time(fn, repeats: int) -> float:
     """Median seconds of ``fn`` on the GPU, CUDA events, after two warm-ups."""
     for _ in range(2):
@@ -176,8 +186,6 @@ def bnb_dequant(w16_gpu):
 
 
 def speed(rng) -> list[str]:
-    from icqcodec.container import Payload
-
     lines = ["| shape | bits | kernel ms | GB/s effective | % of copy | Gweights/s | bnb NF4 Gweights/s | "
              "end-to-end ms (host bytes, validated) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     copy = copy_bandwidth()
@@ -187,11 +195,8 @@ def speed(rng) -> list[str]:
         bnb_seconds, bnb_note = bnb_dequant(cupy.asarray(w.astype(np.float16)))
         for bits in (2, 3, 4):
             data = icqcodec.encode(w, bits=bits, dtype="float16")
-            read_at, size = _bytes_reader(data)
-            header = read_header(read_at, size)
+            header, plan, out = plan_of(data)
             record = header.tensors[0]
-            plan = Plan(cupy, Payload(header, record, read_at), None, None)
-            out = plan.empty_output()
             seconds = event_time(lambda plan=plan, out=out: plan.run(out), 30)
             plan.finish()
             layout = tensor_layout(record, header.chunk_log2)
@@ -234,16 +239,13 @@ def sweep(rng) -> list[str]:
     """Variants of the segments kernel on 28672x8192 float16 at 2 and 4 bits, 5% outliers: the
     register cap (minimum resident blocks of 256 threads per SM)."""
     from icqcodec import gpu
-    from icqcodec.container import Payload
 
     w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
+    default = gpu.MIN_BLOCKS_PER_SM
     lines = ["| bits | min blocks/SM | registers | kernel ms |", "|---|---|---|---|"]
     for bits in (2, 4):
         data = icqcodec.encode(w, bits=bits, dtype="float16")
-        read_at, size = _bytes_reader(data)
-        header = read_header(read_at, size)
-        plan = Plan(cupy, Payload(header, header.tensors[0], read_at), None, None)
-        out = plan.empty_output()
+        _, plan, out = plan_of(data)
         for min_blocks in (4, 5):
             gpu.MIN_BLOCKS_PER_SM = min_blocks
             gpu._kernel.cache_clear()
@@ -253,7 +255,7 @@ def sweep(rng) -> list[str]:
             plan.finish()
             assert cupy.asnumpy(plan.typed(out)).tobytes() == files.load(data)["tensor"].tobytes()
             lines.append(f"| {bits} | {min_blocks} | {kernel.num_regs} | {seconds * 1e3:.3f} |")
-    gpu.MIN_BLOCKS_PER_SM = 4
+    gpu.MIN_BLOCKS_PER_SM = default
     gpu._kernel.cache_clear()
     gpu._grid_limit.cache_clear()
     return lines
@@ -320,14 +322,9 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     if args.profile:
-        from icqcodec.container import Payload
-
         w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
         data = icqcodec.encode(w, bits=2, dtype="float16")
-        read_at, size = _bytes_reader(data)
-        header = read_header(read_at, size)
-        plan = Plan(cupy, Payload(header, header.tensors[0], read_at), None, None)
-        out = plan.empty_output()
+        _, plan, out = plan_of(data)
         for _ in range(3):
             plan.run(out)
         cupy.cuda.runtime.deviceSynchronize()
