@@ -1,11 +1,12 @@
 """The GPU decoder (spec section 9 on CUDA): CuPy RawModule kernels, imported lazily.
 
 The host parses and checks the container, verifies checksums and the cheap per-row rules (finite
-parameters, code padding, segment counts, gap padding) before any launch; one warp per (row, segment)
-decodes the codes by table lookup into shared memory, walks the segment's gap chain with a warp
-prefix sum to overwrite the outliers there, and stores the segment with 16-byte vectors; chain
-errors go to per-row device flags that the host turns into FormatError in the normative order. Products in the level formula are exact, so the fused
-multiply-add that NVRTC emits gives the CPU decoders' bits.
+parameters, code padding, segment counts, gap padding) before any launch. One warp per (row,
+segment) walks the segment's gap chain with a warp prefix sum, patching the outliers into shared
+memory, then decodes the codes by table lookup straight into 16-byte stores; each segment's status
+(outliers placed, or its chain error) goes to a device array that the host turns into FormatError
+in the normative order. Products in the level formula are exact, so the fused multiply-add that
+NVRTC emits gives the CPU decoders' bits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from . import dtypes
 from .bitstream import packed_size
 from .container import Header, Payload, ReadAt, TensorRecord
-from .decode import _OUT_BF16, _OUT_F16, _OUT_F32, _raise_first, _segment_starts, _tail_is_zero
+from .decode import _CHAIN_COUNT, _OUT_BF16, _OUT_F16, _OUT_F32, _raise_first, _segment_starts, _tail_is_zero
 from .errors import BackendUnavailableError, CorruptStreamError
 
 __all__ = ["available", "decode_tensor", "upload"]
@@ -50,7 +51,6 @@ __device__ __forceinline__ unsigned int field(const unsigned int* __restrict__ w
     return (unsigned int)((value >> shift) & ((1ull << width) - 1ull));
 }
 
-
 // The bits of little-endian 32-bit words from bit `bit` on (spec section 5), not yet masked to
 // `width`: the next word is read only when the field reaches into it.
 __device__ __forceinline__ unsigned int bits_from(const unsigned int* words, int bit, int width) {
@@ -60,10 +60,18 @@ __device__ __forceinline__ unsigned int bits_from(const unsigned int* words, int
     return v;
 }
 
+// One step of an inclusive warp prefix sum: v += v of lane - d, where that lane exists. The
+// shuffle's own in-range predicate guards the add (no lane comparison per step).
+__device__ __forceinline__ int scan_step(int v, int d) {
+    asm("{\n\t.reg .s32 t;\n\t.reg .pred p;\n\tshfl.sync.up.b32 t|p, %0, %1, 0, -1;\n\t@p add.s32 %0, %0, t;\n\t}"
+        : "+r"(v) : "r"(d));
+    return v;
+}
+
 // The output bits of code q of a row (spec section 7): its inlier level, or its signed outlier level.
 template <int OUT>
 __device__ __forceinline__ typename Out<OUT>::T level_bits(unsigned int q, bool outlier, int bits, int kind,
-                                                           const unsigned short* __restrict__ p,
+                                                           const unsigned short p[4],
                                                            const float* __restrict__ book,
                                                            const float* __restrict__ obook) {
     if (!outlier) return round_out<OUT>(f16(p[0]) + (kind ? book[q] : (float)q) * f16(p[1]));
@@ -72,9 +80,7 @@ __device__ __forceinline__ typename Out<OUT>::T level_bits(unsigned int q, bool 
     return round_out<OUT>(q >= half ? -magnitude : magnitude);
 }
 
-// Device error flags: error[r] holds ERROR_NONE - (s * 4 + code) for the first failing segment s
-// of row r (atomicMax keeps the smallest s * 4 + code), so a zeroed buffer means "no error".
-#define ERROR_NONE 0x7FFFFFFF
+#define FULL 0xffffffffu  // every lane of a warp
 
 // Shared memory through 32-bit addresses: generic pointers would cost 64-bit arithmetic per access.
 __device__ __forceinline__ unsigned int shared_at(const void* p) { return (unsigned int)__cvta_generic_to_shared(p); }
@@ -103,237 +109,376 @@ __device__ __forceinline__ void sts_out(unsigned int at, T v) {
     if (sizeof(T) == 2) asm volatile("st.shared.b16 [%0], %1;" ::"r"(at), "h"((unsigned short)v) : "memory");
     else asm volatile("st.shared.b32 [%0], %1;" ::"r"(at), "r"((unsigned int)v) : "memory");
 }
-template <class T>
-__device__ __forceinline__ T lds_out(unsigned int at) {
-    if (sizeof(T) == 2) {
-        unsigned short v;
-        asm volatile("ld.shared.b16 %0, [%1];" : "=h"(v) : "r"(at) : "memory");
-        return (T)v;
-    }
-    return (T)lds32(at);
+__device__ __forceinline__ long long lds_s64(unsigned int at) {
+    long long v;
+    asm volatile("ld.shared.s64 %0, [%1];" : "=l"(v) : "r"(at) : "memory");
+    return v;
 }
 
-// A warp's staged segment: lane L's 32 outputs are CPL 16-byte chunks, chunk c in slot
-// c * (32 + PAD) + L. Lanes storing their chunk c write consecutive slots, and eight consecutive
-// chunks of the segment (read for the global store) fall in eight different bank groups.
-template <int CPL>
-struct Stage {
-    static const int PAD = 8 / CPL, ROW = 32 + PAD, BYTES = CPL * ROW * 16;
-    __device__ __forceinline__ static unsigned int slot(int chunk) { return (chunk % CPL) * ROW + chunk / CPL; }
-};
+// Asynchronous copies of 4 or 8 bytes from global to shared memory (zero-filled where `valid` is
+// false, reading nothing), so a warp can fetch items ahead without holding registers for them.
+template <int N>
+__device__ __forceinline__ void copy_async(unsigned int to, const void* from, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(to), "l"(from), "n"(N), "r"(valid ? N : 0)
+                 : "memory");
+#else
+    if (N == 8) {
+        const long long v = valid ? *reinterpret_cast<const long long*>(from) : 0;
+        asm volatile("st.shared.s64 [%0], %1;" ::"r"(to), "l"(v) : "memory");
+    } else {
+        const unsigned int v = valid ? *reinterpret_cast<const unsigned int*>(from) : 0u;
+        asm volatile("st.shared.b32 [%0], %1;" ::"r"(to), "r"(v) : "memory");
+    }
+#endif
+}
+__device__ __forceinline__ void commit_copies() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait_older_copies() {  // all but the most recent group are done
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
 
 // Table entries: one entry holds the outputs of a group of codes (a byte of 2-bit codes, a pair
 // of 3- or 4-bit codes), looked up by the group's bits at once; wider codes are looked up one by
-// one in the levels. Fewer lookups per output: integer issue is what limits this kernel.
+// one in the levels. Codes per entry at 2 and 4 bits are compile-time switches for
+// bench/gpu_floors.py (fewer: more lookups, fewer shared-memory bank conflicts; measured equal).
+#ifndef ICQ_CODES2
+#define ICQ_CODES2 4  // codes per entry at 2 bits
+#endif
+#ifndef ICQ_CODES4
+#define ICQ_CODES4 2  // codes per entry at 4 bits
+#endif
 template <int OUT, int BITS> struct Entry {
-    static const int CODES = BITS == 2 ? 4 : (BITS <= 4 ? 2 : 1);
+    static const int SIZE = (int)sizeof(typename Out<OUT>::T);
+    static const int CODES = BITS == 2 ? ICQ_CODES2 : BITS == 4 ? ICQ_CODES4 : BITS < 4 ? 2 : 1;
     static const bool GROUPED = CODES > 1;
-    static const int WORDS = CODES * (int)sizeof(typename Out<OUT>::T) / 4;
+    static const int WORDS = CODES * SIZE / 4;
     static const int COUNT = GROUPED ? 1 << (CODES * BITS) : 0, BYTES = COUNT * WORDS * 4;
+    // float16 entries of more than one word are built from pairs of levels ("units")
+    static const int UNITS = SIZE == 2 && WORDS > 1 ? 1 << (2 * BITS) : 0;
 };
+
+// A warp's shared memory: the outlier patch of its item (one output per column), the entries, the
+// pairs they are built from, the levels (inlier outputs, then inlier XOR outlier outputs), and two
+// item slots filled ahead by asynchronous copies: each holds the item's [first, stop) gap symbols,
+// its row's parameters, its code words and the words of its first 128 gap symbols.
+template <int OUT, int BITS> struct Layout {
+    typedef Entry<OUT, BITS> E;
+    static const int PATCH = 0, ENTRIES = 1024 * E::SIZE, UNITS = ENTRIES + E::BYTES;
+    static const int LEVELS = UNITS + 4 * E::UNITS, SLOTS = LEVELS + 8 * (1 << BITS);
+    static const int CODE_WORDS = 32 * BITS, GAP_WORDS = 72;  // per slot: 4 gap_bits + 3 words at most
+    static const int SLOT_STARTS = 0, SLOT_PARAMS = 16, SLOT_CODES = 32, SLOT_GAPS = SLOT_CODES + 4 * CODE_WORDS;
+    static const int SLOT = SLOT_GAPS + 4 * GAP_WORDS, BYTES = SLOTS + 2 * SLOT;
+};
+
+// A lane's share of a 1024-column item: 16-byte output chunks k = 32 c + lane (EPC outputs, K code
+// bits each), so every store instruction of the warp writes 512 contiguous bytes. The chunk's code
+// bits start in word (k K) / 32 of the item, at a shift that depends on the lane only; when they
+// may straddle a word boundary one more word is read.
+template <int OUT, int BITS> struct Chunks {
+    static const int SIZE = (int)sizeof(typename Out<OUT>::T), EPC = 16 / SIZE, K = EPC * BITS;
+    static const int PER_LANE = 1024 / (32 * EPC);
+    static const bool STRADDLE = K % 32 != 0 && 32 % K != 0;
+    static const int KW = (K + 31) / 32, NW = STRADDLE ? KW + 1 : KW;  // words: of the bits, read
+};
+
+// Code `index` of an item's code words in shared memory (spec section 5).
+template <int BITS>
+__device__ __forceinline__ unsigned int code_at(unsigned int words_at, int index) {
+    const int bit = index * BITS, shift = bit & 31;
+    const unsigned int at = words_at + (bit >> 5) * 4;
+    unsigned int v = lds32(at) >> shift;
+    if (32 % BITS != 0 && shift + BITS > 32) v |= lds32(at + 4) << (32 - shift);
+    return v & ((1u << BITS) - 1u);
+}
 
 #ifndef ICQ_MIN_BLOCKS
 #define ICQ_MIN_BLOCKS 4
 #endif
+// Diagnostics only (bench/gpu_floors.py): ICQ_NO_STORES keeps the output stores out (a chunk is
+// stored only for one unlikely value, so the decode is not optimized away); ICQ_NO_CHAIN skips the
+// gap chains.
+#ifdef ICQ_NO_STORES
+#define ICQ_STORE(to, v) do { const uint4 x_ = (v); if (x_.x == 0x9E3779B9u && x_.y == x_.z) __stcs((to), x_); } while (0)
+#else
+#define ICQ_STORE(to, v) __stcs((to), (v))
+#endif
+#ifdef ICQ_NO_CHAIN
+#define ICQ_WALK_CHAINS false
+#else
+#define ICQ_WALK_CHAINS true
+#endif
 
 // One warp per (row, segment) item, for segments of 32 to 1024 columns (a multiple of 32), or for
-// tensors without outliers cut into 1024-column pieces (chain = 0). Lane l holds columns 32l to
-// 32l + 31 of the segment: BITS whole code words. Each warp takes a contiguous run of items, so
-// it rebuilds the row's tables only when the row changes. Per item: table lookups stage the
-// inlier outputs in shared memory while the next item's codes load; the gap chain (spec section
-// 8, a warp prefix sum of the symbols' advances) overwrites the outliers there; then the warp
-// stores the segment as contiguous 16-byte vectors, evict-first (the output is not read again
-// here; measured 8-10% faster than plain stores). Integer issue is the limit at these rates:
-// the loop does 32-bit arithmetic, no division and no block-wide barrier.
-// Shared memory per warp: the stage, the row's levels (inlier, then outlier), the pair entries.
-template <int OUT, int BITS>
+// tensors without outliers cut into 1024-column pieces (CHAIN false). Each warp takes a contiguous
+// run of items, so it rebuilds the row's tables only when the row changes, and it copies each
+// item's code words, row parameters and first 128 gap symbols into shared memory two items ahead,
+// so no item waits on a global load. Per item: the gap chain (spec section 8; a warp prefix sum of
+// the advances of 64 symbols per round) writes, at each outlier, (inlier output XOR outlier
+// output) of its code into the warp's patch; then each lane decodes its chunks by table lookup,
+// XORs the patch in (clearing it for the next item) and stores them evict-first (the output is not
+// read again here). Each item's status goes to status[item], written unconditionally (no buffer to
+// zero): the outliers its chain placed, or minus the chain error (1: an outlier past the segment's
+// end, 2: the chain ends with an escape). No division in the loop, no block-wide barrier, no atomics.
+// The host passes the row geometry: the last segment's length, and how far the codes (in words)
+// and the output (in elements) move from a row's last segment to the next row's first.
+template <int OUT, int BITS, bool CHAIN>
 __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
         const unsigned int* __restrict__ codes, long long row_words, const unsigned short* __restrict__ params,
-        int per_row, const float* __restrict__ book, const float* __restrict__ obook, int kind, int chain,
-        const long long* __restrict__ starts, const unsigned int* __restrict__ gaps, long long gap_bit_base,
-        int gap_bits, long long rows, long long cols, int segment, long long segments,
-        typename Out<OUT>::T* __restrict__ out, int* __restrict__ error, int* __restrict__ found) {
+        int per_row, const float* __restrict__ book, const float* __restrict__ obook, int kind,
+        const long long* __restrict__ starts, const unsigned int* __restrict__ gaps, long long gap_words,
+        long long gap_bit_base, int gap_bits, long long rows, long long cols, int segment, int segments,
+        int last_length, long long code_wrap, long long out_wrap, typename Out<OUT>::T* __restrict__ out,
+        int* __restrict__ status) {
     typedef typename Out<OUT>::T T;
     typedef Entry<OUT, BITS> E;
-    const int SIZE = (int)sizeof(T), EPC = 16 / SIZE, CPL = 32 / EPC, LEVELS = 1 << BITS;
-    typedef Stage<CPL> S;
+    typedef Layout<OUT, BITS> M;
+    typedef Chunks<OUT, BITS> C;
+    const int SIZE = C::SIZE, EPC = C::EPC, K = C::K, NW = C::NW, LEVELS = 1 << BITS;
     extern __shared__ uint4 shared[];
     const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned int stage = shared_at(shared) + warp * S::BYTES;
-    unsigned int* levels = reinterpret_cast<unsigned int*>(reinterpret_cast<char*>(shared) + warps * S::BYTES) +
-                           warp * 2 * LEVELS;
-    unsigned int* entries = reinterpret_cast<unsigned int*>(reinterpret_cast<char*>(shared) + warps * S::BYTES +
-                                                            warps * 8 * LEVELS + warp * E::BYTES);
-    const unsigned int levels_at = shared_at(levels), entries_at = shared_at(entries);
+    char* const mine = reinterpret_cast<char*>(shared) + warp * M::BYTES;
+    unsigned int* const levels = reinterpret_cast<unsigned int*>(mine + M::LEVELS);
+    const unsigned int patch_at = shared_at(mine), entries_at = patch_at + M::ENTRIES;
+    const unsigned int levels_at = patch_at + M::LEVELS, slots_at = patch_at + M::SLOTS;
 
     const long long items = rows * segments, all = (long long)gridDim.x * warps;
-    const long long me = (long long)blockIdx.x * warps + warp;
-    long long item = me * items / all;
-    const long long end = (me + 1) * items / all;
-    if (item >= end) return;
-    long long r = item / segments, s = item - r * segments;
-    const long long segment_words = (long long)(segment >> 5) * BITS;
+    const long long me = (long long)blockIdx.x * warps + warp, item = me * items / all;
+    const int count = (int)((me + 1) * items / all - item);  // this warp's items (the host keeps it an int)
+    if (count <= 0) return;
+    const int segment_words = (segment >> 5) * BITS, last_words = (last_length * BITS + 31) >> 5;
+    const long long r = item / segments;
+    int s = (int)(item - r * segments);
+    T* dst = out + r * cols + (long long)s * segment;
+    int* item_status = status + item;
 
-    unsigned int w[BITS];  // this lane's code words of the item being loaded
-    const unsigned int* src = codes;
-    int length = 0;
-    long long first = 0, stop = 0;  // the item's gap symbols
-    auto load = [&](long long item, long long r, long long s) {
-        length = (int)min((long long)segment, cols - s * segment);
-        src = codes + r * row_words + s * segment_words;
-        if (chain) {
-            first = starts[item];
-            stop = starts[item + 1];
-        }
-        const int words = (length * BITS + 31) >> 5, k = lane * BITS;
-        const bool whole = k + BITS <= words;
-        const unsigned long long at = reinterpret_cast<unsigned long long>(src + k);
-        if constexpr (BITS % 4 == 0) {
-            if (whole && (at & 15) == 0) {
+    // Copies for the next item to fetch (segment ahead_s, codes ahead_codes, row parameters
+    // ahead_params, gap symbols from ahead_starts[0] = ahead_first on) into slot `slot`, one commit
+    // group per item (empty past the warp's last item).
+    int fetched = 0, ahead_s = s;
+    const unsigned int* ahead_codes = codes + r * row_words + (long long)s * segment_words;
+    const unsigned short* ahead_params = params + r * per_row;
+    const long long* ahead_starts = starts + item;
+    long long ahead_first = CHAIN ? ahead_starts[0] : 0;
+    const int gap_count = 4 * gap_bits + 3;  // words of the first 128 symbols
+    auto fetch = [&](int slot) {
+        if (fetched < count) {
+            const unsigned int at = slots_at + slot * M::SLOT + lane * 4;
+            const int words = ahead_s + 1 < segments ? segment_words : last_words;
 #pragma unroll
-                for (int j = 0; j < BITS; j += 4) {
-                    uint4 v = *reinterpret_cast<const uint4*>(src + k + j);
-                    w[j] = v.x; w[j + 1] = v.y; w[j + 2] = v.z; w[j + 3] = v.w;
+            for (int k = 0; k < BITS; ++k) {
+                const bool valid = k * 32 + lane < words;
+                copy_async<4>(at + M::SLOT_CODES + k * 128, valid ? ahead_codes + k * 32 + lane : codes, valid);
+            }
+            if (lane == 2) copy_async<CHAIN ? 8 : 4>(at - 8 + M::SLOT_PARAMS, ahead_params, true);
+            if constexpr (CHAIN) {
+                if (lane < 2) copy_async<8>(at + lane * 4 + M::SLOT_STARTS, ahead_starts + lane, true);
+                const long long word = (ahead_first * gap_bits - gap_bit_base) >> 5;
+                // the words of the first 128 symbols that lie inside the gap section
+                const int present = word + gap_count <= gap_words ? gap_count : (int)max(0LL, gap_words - word);
+                const unsigned int* from = gaps + (present ? word : 0) + lane;
+#pragma unroll
+                for (int k = 0; k < 3; ++k) {
+                    const bool valid = k * 32 + lane < present;
+                    if (k * 32 + lane < gap_count)  // a copy writes its slot words even when zero-filling
+                        copy_async<4>(at + M::SLOT_GAPS + k * 128, valid ? from + k * 32 : gaps, valid);
                 }
-                return;
+                ahead_first = *++ahead_starts;  // read at the next fetch, an item later
             }
-        } else if constexpr (BITS == 2) {
-            if (whole && (at & 7) == 0) {
-                uint2 v = *reinterpret_cast<const uint2*>(src + k);
-                w[0] = v.x; w[1] = v.y;
-                return;
+            ++fetched;
+            ahead_codes += segment_words;
+            if (++ahead_s == segments) {
+                ahead_s = 0;
+                ahead_codes += code_wrap;
+                ahead_params += per_row;
             }
         }
-#pragma unroll
-        for (int j = 0; j < BITS; ++j) w[j] = k + j < words ? src[k + j] : 0u;
+        commit_copies();
     };
-    load(item, r, s);
-
-    const unsigned int lane_chunks = stage + lane * 16;  // this lane's chunk 0; chunk c is c * ROW slots on
-    const unsigned int lane_reads = stage + S::slot(lane) * 16;  // the segment's chunk lane; + 32 / CPL slots per 32
-    long long table_row = -1;
-    int row_found = 0;
-    for (; item < end; ++item) {
-        if (r != table_row) {
-            if (lane == 0 && row_found) atomicAdd(&found[table_row], row_found);
-            row_found = 0;
-            __syncwarp();  // the previous row's tables are no longer read
-            const unsigned short* p = params + r * per_row;
-            for (int idx = lane; idx < (chain ? 2 : 1) * LEVELS; idx += 32)
-                levels[idx] = level_bits<OUT>(idx & (LEVELS - 1), idx >= LEVELS, BITS, kind, p, book, obook);
-            __syncwarp();
-            for (int idx = lane; idx < E::COUNT; idx += 32) {
+    fetch(0);
+    fetch(1);
+    if constexpr (CHAIN) {
 #pragma unroll
-                for (int k = 0; k < E::WORDS; ++k) {
-                    const int code = SIZE == 4 ? k : 2 * k;  // the entry's first code in word k
-                    unsigned int word = levels[(idx >> (code * BITS)) & (LEVELS - 1)];
-                    if (SIZE == 2) word |= levels[(idx >> ((code + 1) * BITS)) & (LEVELS - 1)] << 16;
-                    entries[idx * E::WORDS + k] = word;
-                }
-            }
-            __syncwarp();
-            table_row = r;
-        }
-        const int item_length = length;
-        const unsigned int* item_src = src;
-        const long long item_first = first, item_stop = stop;
-
-        // Inliers: table lookups into this lane's staged chunks
-        if (lane * 32 < item_length) {
-            unsigned int packed[32 * SIZE / 4];
-#pragma unroll
-            for (int e = 0; e < 32; e += E::CODES) {
-                const unsigned int q = bits_from(w, e * BITS, E::CODES * BITS);
-                const int to = e * SIZE / 4;  // the first packed word of these outputs
-                if constexpr (!E::GROUPED) {
-                    const unsigned int u = lds32(levels_at + (q & (LEVELS - 1)) * 4);
-                    if (SIZE == 4) packed[to] = u;
-                    else if (e & 1) packed[to] |= u << 16;
-                    else packed[to] = u;
-                } else if constexpr (E::WORDS == 1) {
-                    packed[to] = lds32(entries_at + (q & (E::COUNT - 1)) * 4);
-                } else if constexpr (E::WORDS == 2) {
-                    const uint2 v = lds64(entries_at + (q & (E::COUNT - 1)) * 8);
-                    packed[to] = v.x;
-                    packed[to + 1] = v.y;
-                } else {
-                    const uint4 v = lds128(entries_at + (q & (E::COUNT - 1)) * 16);
-                    packed[to] = v.x;
-                    packed[to + 1] = v.y;
-                    packed[to + 2] = v.z;
-                    packed[to + 3] = v.w;
-                }
-            }
-#pragma unroll
-            for (int c = 0; c < CPL; ++c)
-                sts128(lane_chunks + c * S::ROW * 16,
-                       make_uint4(packed[4 * c], packed[4 * c + 1], packed[4 * c + 2], packed[4 * c + 3]));
-        }
-
-        // Start loading the next item: the chain below hides the latency
-        const long long nr = s + 1 < segments ? r : r + 1, ns = s + 1 < segments ? s + 1 : 0;
-        if (item + 1 < end) load(item + 1, nr, ns);
-        __syncwarp();
-
-        if (chain) {
-            const unsigned int escape = (1u << gap_bits) - 1u;
-            // 32 symbols are gap_bits whole words: per round the warp's words advance by gap_bits
-            const long long item_bit = item_first * gap_bits - gap_bit_base;
-            const unsigned int* round_words = gaps + (item_bit >> 5);
-            const int offset = (int)(item_bit & 31) + lane * gap_bits;  // this lane's symbol in a round
-            int carry = 0, n = 0;
-            bool past = false;
-            unsigned int last = 0;
-            for (long long base = item_first; base < item_stop && !past; base += 32, round_words += gap_bits) {
-                const int left = (int)min(item_stop - base, 32LL);
-                const bool live = lane < left;
-                const unsigned int v = live ? bits_from(round_words, offset, gap_bits) & escape : 0u;
-                int scan = !live ? 0 : (v == escape ? (int)escape : (int)v + 1);
-#pragma unroll
-                for (int d = 1; d < 32; d <<= 1) {  // inclusive prefix sum of the advances
-                    const int other = __shfl_up_sync(0xffffffffu, scan, d);
-                    if (lane >= d) scan += other;
-                }
-                const bool outlier = live && v != escape;
-                const int p = carry + scan - 1;
-                if (outlier && p < item_length) {
-                    const unsigned int q = bits_from(item_src, p * BITS, BITS);
-                    const T value = (T)lds32(levels_at + (LEVELS + (q & (LEVELS - 1))) * 4);
-                    sts_out<T>(stage + S::slot(p / EPC) * 16 + (p % EPC) * SIZE, value);
-                }
-                past = __any_sync(0xffffffffu, outlier && p >= item_length);
-                n += __popc(__ballot_sync(0xffffffffu, outlier));
-                last = __shfl_sync(0xffffffffu, v, left - 1);
-                // a saturated cursor is past every segment: an int cannot overflow
-                carry = min(carry + __shfl_sync(0xffffffffu, scan, 31), 1 << 22);
-            }
-            const int code = past ? 1 : ((item_stop > item_first && last == escape) ? 2 : 0);
-            if (code && lane == 0) atomicMax(&error[r], ERROR_NONE - (int)(s * 4 + code));
-            if (!code) row_found += n;
-            __syncwarp();
-        }
-
-        // Store the staged segment: 16-byte vectors where the destination allows
-        T* dst = out + r * cols + s * segment;
-        const bool aligned = (reinterpret_cast<unsigned long long>(dst) & 15) == 0;
-        if (aligned && item_length == 32 * 32) {  // a whole 1024-column segment: CPL chunks per lane
-            uint4* to = reinterpret_cast<uint4*>(dst) + lane;
-#pragma unroll
-            for (int i = 0; i < CPL; ++i) __stcs(to + 32 * i, lds128(lane_reads + i * (32 / CPL) * 16));
-        } else {
-            int e = lane;
-            if (aligned) {
-                const int chunks = item_length / EPC;
-                for (int c = lane; c < chunks; c += 32) __stcs(reinterpret_cast<uint4*>(dst) + c, lds128(stage + S::slot(c) * 16));
-                e = chunks * EPC + lane;
-            }
-            for (; e < item_length; e += 32) dst[e] = lds_out<T>(stage + S::slot(e / EPC) * 16 + (e % EPC) * SIZE);
-        }
-        __syncwarp();  // the stage is free for the next item
-        r = nr;
-        s = ns;
+        for (int c = 0; c < C::PER_LANE; ++c) sts128(patch_at + (c * 32 + lane) * 16, make_uint4(0, 0, 0, 0));
     }
-    if (lane == 0 && row_found) atomicAdd(&found[table_row], row_found);
+
+    const int lane_word = (lane * K) >> 5, code_shift = (lane * K) & 31;  // of every chunk of this lane
+    bool new_row = true;
+    for (int done = 0, slot = 0;; slot ^= 1) {
+        const unsigned int slot_at = slots_at + slot * M::SLOT, codes_at = slot_at + M::SLOT_CODES;
+        const int length = s + 1 < segments ? segment : last_length;
+        wait_older_copies();
+        __syncwarp();  // every lane's copies into this slot are visible
+        if (new_row) {
+            const uint2 packed = lds64(slot_at + M::SLOT_PARAMS);
+            const unsigned short p[4] = {(unsigned short)packed.x, (unsigned short)(packed.x >> 16),
+                                         (unsigned short)packed.y, (unsigned short)(packed.y >> 16)};
+            for (int idx = lane; idx < (CHAIN ? 2 : 1) * LEVELS; idx += 32) {
+                const unsigned int q = idx & (LEVELS - 1);
+                unsigned int v = level_bits<OUT>(q, false, BITS, kind, p, book, obook);
+                if (idx >= LEVELS) v ^= level_bits<OUT>(q, true, BITS, kind, p, book, obook);
+                levels[idx] = v;
+            }
+            __syncwarp();
+            unsigned int* entries = reinterpret_cast<unsigned int*>(mine + M::ENTRIES);
+            if constexpr (E::GROUPED && SIZE == 2) {
+                unsigned int* pairs = E::UNITS ? reinterpret_cast<unsigned int*>(mine + M::UNITS) : entries;
+                for (int idx = lane; idx < LEVELS * LEVELS; idx += 32)
+                    pairs[idx] = levels[idx & (LEVELS - 1)] | levels[idx >> BITS] << 16;
+                if constexpr (E::UNITS != 0) {
+                    __syncwarp();
+                    for (int idx = lane; idx < E::COUNT; idx += 32)
+#pragma unroll
+                        for (int k = 0; k < E::WORDS; ++k)
+                            entries[idx * E::WORDS + k] = pairs[(idx >> (k * 2 * BITS)) & (E::UNITS - 1)];
+                }
+            } else if constexpr (E::GROUPED) {
+                for (int idx = lane; idx < E::COUNT; idx += 32)
+#pragma unroll
+                    for (int k = 0; k < E::WORDS; ++k)
+                        entries[idx * E::WORDS + k] = levels[(idx >> (k * BITS)) & (LEVELS - 1)];
+            }
+            __syncwarp();
+        }
+
+        if constexpr (CHAIN) {
+            const long long first = lds_s64(slot_at + M::SLOT_STARTS), stop = lds_s64(slot_at + M::SLOT_STARTS + 8);
+            const unsigned int escape = (1u << gap_bits) - 1u;
+            // this lane's two symbols of a round start at bit `lane_bit` of the round's words
+            const int lane_bit = (int)(((unsigned int)first * gap_bits - (unsigned int)gap_bit_base) & 31u) +
+                                 2 * lane * gap_bits;
+            const int lane_gap_word = lane_bit >> 5, gap_shift = lane_bit & 31;
+            int carry = 0, escapes = 0, round = 0;
+            bool over = false, last_escape = false;
+            for (long long base = first; ICQ_WALK_CHAINS && base < stop; base += 64, ++round) {
+                unsigned int g0, g1;  // 64 symbols are 2 gap_bits words
+                if (round < 2) {  // in the slot
+                    const unsigned int at = slot_at + M::SLOT_GAPS + (lane_gap_word + 2 * gap_bits * round) * 4;
+                    g0 = lds32(at);
+                    g1 = lds32(at + 4);
+                } else {
+                    const long long j = ((first * gap_bits - gap_bit_base) >> 5) + 2 * gap_bits * round + lane_gap_word;
+                    g0 = j < gap_words ? gaps[j] : 0u;
+                    g1 = j + 1 < gap_words ? gaps[j + 1] : 0u;
+                }
+                const int left = (int)min(stop - base, 64LL);
+                const unsigned int two = __funnelshift_r(g0, g1, gap_shift);
+                const unsigned int a = two & escape, b = (two >> gap_bits) & escape;
+                const bool live_a = 2 * lane < left, live_b = 2 * lane + 1 < left;
+                const int advance_a = !live_a ? 0 : (a == escape ? (int)escape : (int)a + 1);
+                const int advance_b = !live_b ? 0 : (b == escape ? (int)escape : (int)b + 1);
+                int scan = advance_a + advance_b;
+#pragma unroll
+                for (int d = 1; d < 32; d <<= 1) scan = scan_step(scan, d);  // prefix sum of the advances
+                const int at_b = carry + scan - 1, at_a = at_b - advance_b;  // positions if outliers
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const bool outlier = h ? live_b && b != escape : live_a && a != escape;
+                    const int at = h ? at_b : at_a;
+                    if (outlier && at < length) {
+                        const unsigned int q = code_at<BITS>(codes_at, at);
+                        sts_out<T>(patch_at + at * SIZE, (T)lds32(levels_at + (LEVELS + q) * 4));
+                    }
+                    over |= outlier && at >= length;
+                }
+                escapes += (live_a && a == escape) + (live_b && b == escape);
+                last_escape = (2 * lane + 1 == left && a == escape) || (2 * lane + 2 == left && b == escape);
+                // a saturated cursor is past every segment: an int cannot overflow
+                carry = min(carry + __shfl_sync(FULL, scan, 31), 1 << 22);
+                if (__any_sync(FULL, over)) break;
+            }
+#if __CUDA_ARCH__ >= 800
+            escapes = __reduce_add_sync(FULL, escapes);
+#else
+            for (int d = 16; d; d >>= 1) escapes += __shfl_xor_sync(FULL, escapes, d);
+#endif
+            const int code = __any_sync(FULL, over) ? 1 : (__any_sync(FULL, last_escape) ? 2 : 0);
+            if (lane == 0) *item_status++ = code ? -code : (int)(stop - first) - escapes;
+            __syncwarp();  // the patch is complete
+        }
+
+        // Inliers: this lane's chunks, patched where the chain placed outliers
+        auto chunk = [&](int c) {
+            unsigned int w[NW], bits[C::KW];
+#pragma unroll
+            for (int i = 0; i < NW; ++i) w[i] = lds32(codes_at + (c * K + lane_word + i) * 4);
+#pragma unroll
+            for (int i = 0; i < C::KW; ++i) {
+                if constexpr (C::STRADDLE) bits[i] = __funnelshift_r(w[i], w[i + 1], code_shift);
+                else if constexpr (K < 32) bits[i] = w[i] >> code_shift;
+                else bits[i] = w[i];
+            }
+            unsigned int v[4];
+            if constexpr (E::GROUPED) {
+#pragma unroll
+                for (int g = 0; g < EPC / E::CODES; ++g) {
+                    const unsigned int key = bits_from(bits, g * E::CODES * BITS, E::CODES * BITS) & (E::COUNT - 1);
+                    if constexpr (E::WORDS == 1) {
+                        v[g] = lds32(entries_at + key * 4);
+                    } else if constexpr (E::WORDS == 2) {
+                        const uint2 x = lds64(entries_at + key * 8);
+                        v[2 * g] = x.x;
+                        v[2 * g + 1] = x.y;
+                    } else {
+                        const uint4 x = lds128(entries_at + key * 16);
+                        v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < EPC; ++e) {
+                    const unsigned int u = lds32(levels_at + (bits_from(bits, e * BITS, BITS) & (LEVELS - 1)) * 4);
+                    if (SIZE == 4) v[e] = u;
+                    else if (e & 1) v[e / 2] |= u << 16;
+                    else v[e / 2] = u;
+                }
+            }
+            uint4 value = make_uint4(v[0], v[1], v[2], v[3]);
+            if constexpr (CHAIN) {
+                const unsigned int at = patch_at + (c * 32 + lane) * 16;
+                const uint4 x = lds128(at);
+                value.x ^= x.x; value.y ^= x.y; value.z ^= x.z; value.w ^= x.w;
+                sts128(at, make_uint4(0, 0, 0, 0));
+            }
+            return value;
+        };
+        const bool vector = (reinterpret_cast<unsigned long long>(dst) & 15) == 0;
+        if (vector && length == 1024) {
+#pragma unroll
+            for (int c = 0; c < C::PER_LANE; ++c) ICQ_STORE(reinterpret_cast<uint4*>(dst) + c * 32 + lane, chunk(c));
+        } else {
+#pragma unroll
+            for (int c = 0; c < C::PER_LANE; ++c) {
+                const int at = (c * 32 + lane) * EPC;
+                if (at < length) {
+                    const uint4 value = chunk(c);
+                    if (vector && at + EPC <= length) {
+                        __stcs(reinterpret_cast<uint4*>(dst + at), value);
+                    } else {
+                        const unsigned int v[4] = {value.x, value.y, value.z, value.w};
+#pragma unroll
+                        for (int e = 0; e < EPC; ++e)
+                            if (at + e < length) dst[at + e] = (T)(v[e * SIZE / 4] >> (8 * (e * SIZE % 4)));
+                    }
+                }
+            }
+        }
+
+        __syncwarp();  // the slot is read and the patch clear: fetch two items ahead into the slot
+        fetch(slot);
+        if (++done == count) break;
+        dst += segment;
+        new_row = ++s == segments;
+        if (new_row) {
+            s = 0;
+            dst += out_wrap;
+        }
+    }
 }
 
 // Segments outside the warp kernel's range (16 columns, or over 1024): after the inliers are
@@ -344,7 +489,7 @@ __global__ void outliers(const unsigned int* __restrict__ codes, long long row_w
                          const float* __restrict__ obook, int kind, const long long* __restrict__ starts,
                          const unsigned int* __restrict__ gaps, long long gap_words, long long gap_bit_base,
                          int gap_bits, long long rows, long long cols, long long segment, long long segments,
-                         typename Out<OUT>::T* __restrict__ out, int* __restrict__ error, int* __restrict__ found) {
+                         typename Out<OUT>::T* __restrict__ out, int* __restrict__ status) {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= rows * segments) return;
     long long r = t / segments, s = t - r * segments;
@@ -359,15 +504,15 @@ __global__ void outliers(const unsigned int* __restrict__ codes, long long row_w
         v = field(gaps, gap_words, i * gap_bits - gap_bit_base, gap_bits);
         if (v == escape) { cursor += escape; continue; }
         long long p = cursor + v;
-        if (p >= length) { atomicMax(&error[r], ERROR_NONE - (int)(s * 4 + 1)); return; }
+        if (p >= length) { status[t] = -1; return; }
         long long c = s * segment + p;
         unsigned int q = field(row, row_words, c * bits, bits);
-        out[r * cols + c] = level_bits<OUT>(q, true, bits, kind, params + r * 4, book, obook);
+        const unsigned short row_params[4] = {params[r * 4], params[r * 4 + 1], params[r * 4 + 2], params[r * 4 + 3]};
+        out[r * cols + c] = level_bits<OUT>(q, true, bits, kind, row_params, book, obook);
         ++n;
         cursor = p + 1;
     }
-    if (stop > first && v == escape) { atomicMax(&error[r], ERROR_NONE - (int)(s * 4 + 2)); return; }
-    atomicAdd(&found[r], n);
+    status[t] = stop > first && v == escape ? -2 : n;
 }
 """
 
@@ -375,7 +520,6 @@ _THREADS = 256  # threads per block of the fallback chain walker
 MIN_BLOCKS_PER_SM = 4  # of the segments kernel: caps its registers at 64 per thread
 WARPS_PER_BLOCK = 8  # warps of a block of the segments kernel, each on its own items
 SEGMENT_COLUMNS = 1024  # columns of a warp item of the segments kernel: 32 per lane
-_ERROR_NONE = 0x7FFFFFFF  # see ERROR_NONE in the kernels
 
 
 def available() -> bool:
@@ -401,23 +545,25 @@ def _cupy():
 
 
 def _warp_shared_bytes(bits: int, item_size: int) -> int:
-    """Shared memory of one warp of the segments kernel (see Stage and Entry in the source): the
-    staged segment, the row's levels (inlier and outlier), the entries for groups of codes."""
-    chunks = 32 * item_size // 16  # per lane
-    stage = chunks * (32 + 8 // chunks) * 16
+    """Shared memory of one warp of the segments kernel (Layout and Entry in the source): the
+    outlier patch, the entries for groups of codes, the pairs they are built from, the levels, and
+    two item slots (gap symbol range, row parameters, code words, 72 words of gap symbols)."""
     codes = 4 if bits == 2 else 2 if bits <= 4 else 0  # per entry
     entries = (1 << codes * bits) * codes * item_size if codes else 0
-    return stage + 4 * (2 << bits) + entries
+    units = 4 << 2 * bits if item_size == 2 and codes * item_size > 4 else 0
+    slot = 32 + 4 * 32 * bits + 4 * 72
+    return SEGMENT_COLUMNS * item_size + entries + units + (8 << bits) + 2 * slot
 
 
 @functools.cache
-def _launch_shape(bits: int, out_kind: int) -> tuple[str, int, int]:
-    """The segments kernel for ``bits`` and ``out_kind``: its name, warps per block, shared bytes."""
+def _launch_shape(bits: int, out_kind: int, chain: bool) -> tuple[str, int, int]:
+    """The segments kernel for ``bits``, ``out_kind`` and whether it walks the gap chains: its
+    name, warps per block, shared bytes."""
     warps = WARPS_PER_BLOCK
     shared = warps * _warp_shared_bytes(bits, 4 if out_kind == _OUT_F32 else 2)
     if shared > 48 * 1024:  # the default limit of dynamic shared memory per block
         warps, shared = 4, shared // 2
-    return f"segments<{out_kind},{bits}>", warps, shared
+    return f"segments<{out_kind},{bits},{'true' if chain else 'false'}>", warps, shared
 
 
 @functools.cache
@@ -547,9 +693,8 @@ class Plan:
                 self.gap_padding_set = not _tail_is_zero(gap_words, p.total_symbols * p.gap_bits)
             self.d_starts = cupy.asarray(local - local[0])
             self.gap_bit_base = word_first * 32 - int(local[0]) * p.gap_bits
-        # per row: the first chain error (ERROR_NONE minus its code), then the outliers found
-        self.status = cupy.zeros(2 * max(count, 1), dtype=cupy.int32)
-        self.error, self.found = self.status[: max(count, 1)], self.status[max(count, 1) :]
+        # per (row, segment): the outliers its chain placed, or minus its chain error code
+        self.status = cupy.empty(max(count * self.segments, 1) if p.outliers else 1, dtype=cupy.int32)
 
     def empty_output(self):
         cupy = self.cupy
@@ -561,10 +706,11 @@ class Plan:
         fused = p.outliers and p.segment % 32 == 0 and p.segment <= SEGMENT_COLUMNS
         segment = p.segment if fused else SEGMENT_COLUMNS
         segments = -(-self.cols // segment)
-        if p.outliers:
-            self.status.fill(0)
-        name, warps, shared = _launch_shape(p.bits, self.out_kind)
+        name, warps, shared = _launch_shape(p.bits, self.out_kind, bool(fused))
         blocks = min(-(-count * segments // warps), _grid_limit(name, 32 * warps, shared))
+        if segments >= 1 << 31 or count * segments >= (1 << 31) * max(1, blocks * warps):
+            # the kernel counts segments and each warp's items in ints; no GPU holds such a tensor
+            raise BackendUnavailableError(f"tensor {self.name!r} is too large for the cupy backend")
         if blocks:
             _kernel(name)(
                 (blocks,),
@@ -577,18 +723,20 @@ class Plan:
                     self.inlier_book,
                     self.outlier_book,
                     np.int32(p.kind),
-                    np.int32(bool(fused)),
                     self.d_starts,
                     self.d_gaps,
+                    np.int64(self.d_gaps.size),
                     np.int64(self.gap_bit_base),
                     np.int32(p.gap_bits),
                     np.int64(count),
                     np.int64(self.cols),
                     np.int32(segment),
-                    np.int64(segments),
+                    np.int32(segments),
+                    np.int32(self.cols - (segments - 1) * segment),
+                    np.int64(self.row_words - segments * (segment // 32) * p.bits),
+                    np.int64(self.cols - segments * segment),
                     out,
-                    self.error,
-                    self.found,
+                    self.status,
                 ),
                 shared_mem=shared,
             )
@@ -615,8 +763,7 @@ class Plan:
                     np.int64(p.segment),
                     np.int64(self.segments),
                     out,
-                    self.error,
-                    self.found,
+                    self.status,
                 ),
             )
 
@@ -624,18 +771,9 @@ class Plan:
         """Raise the first chain error the kernels flagged, in the normative order."""
         if not self.params.outliers:
             return
-        status = self.cupy.asnumpy(self.status).astype(np.int64).reshape(2, -1)[:, : self.count]
-        error, found = status
-        flags = self.flags
-        bad = error != 0
-        first_error = _ERROR_NONE - error[bad]
-        flags[bad, 2] = first_error % 4
-        flags[bad, 3] = first_error // 4
-        short = ~bad & (found != self.params.outliers)
-        flags[short, 2] = 3
-        flags[short, 3] = found[short]
-        if bad.any() or short.any():
-            _raise_first(self.name, self.first, flags, 0, self.params.outliers)
+        status = self.cupy.asnumpy(self.status)[: self.count * self.segments].reshape(self.count, self.segments)
+        if _chain_flags(status, self.flags, self.params.outliers):
+            _raise_first(self.name, self.first, self.flags, 0, self.params.outliers)
         if self.gap_padding_set:
             raise CorruptStreamError(f"tensor {self.name!r}: padding bits of the gap symbols are not zero", section="8")
 
@@ -647,6 +785,22 @@ class Plan:
         elif self.out_kind == _OUT_F16:
             out = out.view(self.cupy.float16)
         return out.reshape(shape)
+
+
+def _chain_flags(status: np.ndarray, flags: np.ndarray, expected: int) -> bool:
+    """Turn the kernels' per-segment status (rows x segments: outliers placed, or minus the chain
+    error code) into the decoders' row flags (columns 2 and 3: code and segment, or code 3 and the
+    outliers found when a row's count is not ``expected``); whether any row failed."""
+    failed = status < 0
+    bad = failed.any(axis=1)
+    segment = failed.argmax(axis=1)[bad]
+    flags[bad, 2] = -status[bad, segment]
+    flags[bad, 3] = segment
+    found = status.sum(axis=1, dtype=np.int64)
+    short = ~bad & (found != expected)
+    flags[short, 2] = _CHAIN_COUNT
+    flags[short, 3] = found[short]
+    return bool(bad.any() or short.any())
 
 
 def _decode_icq(cupy, payload: Payload, rows, device_data):

@@ -78,3 +78,28 @@ def test_row_slices_bit_exact(rng, tmp_path):
     with files.safe_open(tmp_path / "m.icq") as cpu, files.safe_open(tmp_path / "m.icq", device="cuda") as device:
         for a, b in ((0, 1), (7, 150), (299, 300), (0, 300)):
             assert cpu.get_slice("w")[a:b].tobytes() == gpu_bytes(device.get_slice("w")[a:b])
+
+
+def test_segment_status_becomes_the_first_error_of_each_row():
+    """The kernels' per-segment status (outliers placed, or minus the chain error) maps to the
+    decoders' row flags; runs everywhere, since it is host code."""
+    from icqcodec.decode import _raise_first
+    from icqcodec.gpu import _chain_flags
+
+    status = np.array(
+        [
+            [3, 2, 1, 0],  # 6 outliers, as expected
+            [3, 0, -1, -2],  # segment 2 runs past its end (segment 3's trailing escape comes later)
+            [0, -2, 5, 1],  # segment 1 ends with an escape
+            [3, 2, 0, 0],  # one outlier short
+        ],
+        dtype=np.int32,
+    )
+    flags = np.zeros((4, 4), np.int64)
+    assert _chain_flags(status, flags, expected=6)
+    assert flags[:, 2:].tolist() == [[0, 0], [1, 2], [2, 1], [3, 5]]
+    with pytest.raises(icqcodec.FormatError, match="row 11 segment 2: gap chain runs past the end"):
+        _raise_first("w", 10, flags, 0, 6)
+    clean = np.zeros((4, 4), np.int64)
+    assert not _chain_flags(status[:1], clean[:1], expected=6)
+    assert not clean.any()
