@@ -711,6 +711,9 @@ class Plan:
         if segments >= 1 << 31 or count * segments >= (1 << 31) * max(1, blocks * warps):
             # the kernel counts segments and each warp's items in ints; no GPU holds such a tensor
             raise BackendUnavailableError(f"tensor {self.name!r} is too large for the cupy backend")
+        # the gap chains and the matrix, in both kernels' argument order
+        chains = (self.d_starts, self.d_gaps, np.int64(self.d_gaps.size), np.int64(self.gap_bit_base),
+                  np.int32(p.gap_bits), np.int64(count), np.int64(self.cols))  # fmt: skip
         if blocks:
             _kernel(name)(
                 (blocks,),
@@ -723,13 +726,7 @@ class Plan:
                     self.inlier_book,
                     self.outlier_book,
                     np.int32(p.kind),
-                    self.d_starts,
-                    self.d_gaps,
-                    np.int64(self.d_gaps.size),
-                    np.int64(self.gap_bit_base),
-                    np.int32(p.gap_bits),
-                    np.int64(count),
-                    np.int64(self.cols),
+                    *chains,
                     np.int32(segment),
                     np.int32(segments),
                     np.int32(self.cols - (segments - 1) * segment),
@@ -753,13 +750,7 @@ class Plan:
                     self.inlier_book,
                     self.outlier_book,
                     np.int32(p.kind),
-                    self.d_starts,
-                    self.d_gaps,
-                    np.int64(self.d_gaps.size),
-                    np.int64(self.gap_bit_base),
-                    np.int32(p.gap_bits),
-                    np.int64(count),
-                    np.int64(self.cols),
+                    *chains,
                     np.int64(p.segment),
                     np.int64(self.segments),
                     out,
