@@ -275,6 +275,7 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
                 const bool valid = k * 32 + lane < words;
                 copy_async<4>(at + M::SLOT_CODES + k * 128, valid ? ahead_codes + k * 32 + lane : codes, valid);
             }
+            // `at` is this lane's word of the slot, so lane 2's is the slot's start + 8
             if (lane == 2) copy_async<CHAIN ? 8 : 4>(at - 8 + M::SLOT_PARAMS, ahead_params, true);
             if constexpr (CHAIN) {
                 if (lane < 2) copy_async<8>(at + lane * 4 + M::SLOT_STARTS, ahead_starts + lane, true);
