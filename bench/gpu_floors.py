@@ -44,12 +44,7 @@ _DEFAULT_KERNEL = gpu._kernel
 def decode_time(plan, out, defines: tuple[str, ...]) -> float:
     """Median seconds of ``plan.run`` with the segments kernel compiled with ``defines``."""
 
-    @functools.cache
-    def kernel(name: str):
-        options = ("-std=c++17", f"-DICQ_MIN_BLOCKS={gpu.MIN_BLOCKS_PER_SM}", *defines)
-        return cupy.RawModule(code=gpu._SOURCE, options=options, name_expressions=[name]).get_function(name)
-
-    gpu._kernel = kernel if defines else _DEFAULT_KERNEL
+    gpu._kernel = functools.cache(lambda name: gpu._compile(name, defines)) if defines else _DEFAULT_KERNEL
     gpu._grid_limit.cache_clear()
     try:
         return event_time(lambda: plan.run(out), 30)

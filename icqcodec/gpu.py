@@ -520,7 +520,7 @@ __global__ void outliers(const unsigned int* __restrict__ codes, long long row_w
 _THREADS = 256  # threads per block of the fallback chain walker
 MIN_BLOCKS_PER_SM = 4  # of the segments kernel: caps its registers at 64 per thread
 WARPS_PER_BLOCK = 8  # warps of a block of the segments kernel, each on its own items
-SEGMENT_COLUMNS = 1024  # columns of a warp item of the segments kernel: 32 per lane
+SEGMENT_COLUMNS = 1024  # columns of a warp item of the segments kernel: 16-byte chunks, 32 c + lane
 
 
 def available() -> bool:
@@ -570,7 +570,13 @@ def _launch_shape(bits: int, out_kind: int, chain: bool) -> tuple[str, int, int]
 @functools.cache
 def _kernel(name: str):
     """One kernel of the source, compiled on first use (CuPy caches the binary on disk)."""
-    options = ("-std=c++17", f"-DICQ_MIN_BLOCKS={MIN_BLOCKS_PER_SM}")
+    return _compile(name)
+
+
+def _compile(name: str, defines: tuple[str, ...] = ()):
+    """Kernel ``name`` of the source compiled with ``defines`` (``-DNAME=VALUE`` options; the
+    diagnostic switches of bench/gpu_floors.py)."""
+    options = ("-std=c++17", f"-DICQ_MIN_BLOCKS={MIN_BLOCKS_PER_SM}", *defines)
     module = _cupy().RawModule(code=_SOURCE, options=options, name_expressions=[name])
     return module.get_function(name)
 
@@ -635,7 +641,7 @@ class Plan:
     """An icq tensor's sections on the GPU, checked on the host, ready to decode (spec 9.2 step 9).
 
     ``run(out)`` launches the kernels into a preallocated uint16/uint32 array; :meth:`finish` turns
-    the device error flags into FormatError. Benchmarks time ``run``.
+    the per-segment status into FormatError. Benchmarks time ``run``.
     """
 
     def __init__(self, cupy, payload: Payload, rows, device_data) -> None:
