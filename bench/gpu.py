@@ -22,6 +22,7 @@ needs bitsandbytes and PyTorch.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -319,9 +320,14 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="launch shapes of the segments kernel")
     parser.add_argument("--profile", action="store_true", help="one 28672x8192 2-bit decode, for ncu")
+    parser.add_argument("--define", action="append", default=[], help="with --profile: a -D switch of the kernel")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     if args.profile:
+        if args.define:
+            from icqcodec import gpu
+
+            gpu._kernel = functools.cache(lambda name: gpu._compile(name, tuple(args.define)))
         w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
         data = icqcodec.encode(w, bits=2, dtype="float16")
         _, plan, out = plan_of(data)

@@ -1,14 +1,17 @@
 """What limits the GPU decoder: on each benchmark shape, side by side in one run, the time to
 write its float16 output (memset; a store-only kernel with the decoder's launch shape, 16-byte
 evict-first or plain stores), to copy it, and the 2-bit decode itself, also compiled without its
-output stores (compute only) and without its gap chains; then the decode at 2 and 4 bits with
-fewer codes per table entry, checked bit-exact against the default. Figures: bench/RESULTS.md.
+output stores (compute only) and without its gap chains; then the 28672x8192 decode at 2 and 4
+bits with its global reads left out (``FETCH_TWO``) or served from L2 (``FETCH_SAME``); then the
+decode with fewer codes per table entry, checked bit-exact against the default. ``--occupancy``
+compares 4 and 5 blocks per SM instead. Figures: bench/RESULTS.md.
 
-    python bench/gpu_floors.py
+    python bench/gpu_floors.py [--variants | --occupancy]
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from pathlib import Path
@@ -46,11 +49,13 @@ def decode_time(plan, out, defines: tuple[str, ...]) -> float:
 
     gpu._kernel = functools.cache(lambda name: gpu._compile(name, defines)) if defines else _DEFAULT_KERNEL
     gpu._grid_limit.cache_clear()
+    gpu._launch_shape.cache_clear()
     try:
         return event_time(lambda: plan.run(out), 30)
     finally:
         gpu._kernel = _DEFAULT_KERNEL
         gpu._grid_limit.cache_clear()
+        gpu._launch_shape.cache_clear()
 
 
 def row(rows: int, cols: int, base: np.ndarray, stores) -> str:
@@ -91,7 +96,72 @@ def grouping(base: np.ndarray) -> list[str]:
     return lines
 
 
+# Compile-time switches of the segments kernel (see its source): the default twice, to show the
+# run-to-run spread, and parts of the work or of the global reads left out
+VARIANTS = (
+    (),
+    ("FETCH_SAME",),
+    ("FETCH_TWO",),
+    ("NO_CHAIN",),
+    ("NO_CHAIN", "FETCH_SAME"),
+    ("NO_CHAIN", "FETCH_TWO"),
+    ("NO_STORES",),
+    (),
+)
+
+
+def variants(base: np.ndarray) -> list[str]:
+    """The 28672x8192 decode at 2 and 4 bits with parts of its work or of its global reads
+    compiled out, side by side; the default is checked bit-exact against its first run."""
+    lines = ["| bits | switches | decode ms |", "|---|---|---|"]
+    w = np.tile(base, (7, 1))
+    for bits in (2, 4):
+        _, plan, decoded = plan_of(icqcodec.encode(w, bits=bits, dtype="float16"))
+        plan.run(decoded)
+        expected = cupy.asnumpy(decoded)
+        for switches in VARIANTS:
+            decoded.fill(0)
+            seconds = decode_time(plan, decoded, tuple(f"-DICQ_{name}" for name in switches))
+            exact = ""
+            if not switches:
+                exact = " (bit-exact)" if (cupy.asnumpy(decoded) == expected).all() else " (DIFFERENT)"
+            lines.append(f"| {bits} | {' '.join(switches) or 'none'} | {seconds * 1e3:.3f}{exact} |")
+    return lines
+
+
+def occupancy(base: np.ndarray) -> list[str]:
+    """Blocks per SM: the default against 5 (48 registers; 2 codes per 2-bit table entry so that
+    the shared memory fits), side by side, bit-exact."""
+    lines = ["| shape | bits | blocks per SM | decode ms |", "|---|---|---|---|"]
+    default_blocks, default_shared = gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes
+
+    def smaller(bits: int, item_size: int) -> int:
+        return default_shared(bits, item_size) - (2048 - 64 if bits == 2 and item_size == 2 else 0)
+
+    for rows, cols in ((8192, 8192), (28672, 8192)):
+        w = np.tile(base, (-(-rows // 4096), 1))[:rows, :cols]
+        for bits in (2, 4):
+            _, plan, decoded = plan_of(icqcodec.encode(w, bits=bits, dtype="float16"))
+            plan.run(decoded)
+            expected = cupy.asnumpy(decoded)
+            for blocks in (default_blocks, 5, default_blocks, 5):
+                decoded.fill(0)
+                gpu.MIN_BLOCKS_PER_SM = blocks
+                gpu._warp_shared_bytes = smaller if blocks != default_blocks else default_shared
+                try:
+                    seconds = decode_time(plan, decoded, ("-DICQ_CODES2=2",) if blocks != default_blocks else ())
+                finally:
+                    gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes = default_blocks, default_shared
+                exact = "bit-exact" if (cupy.asnumpy(decoded) == expected).all() else "DIFFERENT"
+                lines.append(f"| {rows}x{cols} | {bits} | {blocks} | {seconds * 1e3:.3f} ({exact}) |")
+    return lines
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", action="store_true", help="stop after the table of kernel variants")
+    parser.add_argument("--occupancy", action="store_true", help="only the blocks-per-SM comparison")
+    args = parser.parse_args()
     stores = cupy.RawKernel(_STORES, "stores")
     rng = np.random.default_rng(0)
     print(f"device-to-device copy, 1 GiB: {copy_bandwidth() / 1e9:.0f} GB/s (read + written)")
@@ -101,8 +171,16 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     base = (rng.standard_t(4, size=(4096, 8192)) * 0.02).astype(np.float32)
+    if args.occupancy:
+        for line in occupancy(base):
+            print(line, flush=True)
+        return
     for rows, cols in ((8192, 8192), (28672, 8192)):
         print(row(rows, cols, base, stores), flush=True)
+    for line in variants(base):
+        print(line, flush=True)
+    if args.variants:
+        return
     for line in grouping(base):
         print(line, flush=True)
 

@@ -202,7 +202,9 @@ __device__ __forceinline__ unsigned int code_at(unsigned int words_at, int index
 #endif
 // Diagnostics only (bench/gpu_floors.py): ICQ_NO_STORES keeps the output stores out (a chunk is
 // stored only for one unlikely value, so the decode is not optimized away); ICQ_NO_CHAIN skips the
-// gap chains.
+// gap chains; ICQ_FETCH_TWO copies only a warp's first two items (no global reads after them, the
+// slots keep their data); ICQ_FETCH_SAME copies the warp's first item again and again (the same
+// copy instructions, served from L2 instead of DRAM).
 #ifdef ICQ_NO_STORES
 #define ICQ_STORE(to, v) do { const uint4 x_ = (v); if (x_.x == 0x9E3779B9u && x_.y == x_.z) __stcs((to), x_); } while (0)
 #else
@@ -212,6 +214,16 @@ __device__ __forceinline__ unsigned int code_at(unsigned int words_at, int index
 #define ICQ_WALK_CHAINS false
 #else
 #define ICQ_WALK_CHAINS true
+#endif
+#ifdef ICQ_FETCH_TWO
+#define ICQ_FETCH_MORE(fetched) ((fetched) < 2)
+#else
+#define ICQ_FETCH_MORE(fetched) true
+#endif
+#ifdef ICQ_FETCH_SAME
+#define ICQ_ADVANCE(step) 0
+#else
+#define ICQ_ADVANCE(step) (step)
 #endif
 
 // One warp per (row, segment) item, for segments of 32 to 1024 columns (a multiple of 32), or for
@@ -267,7 +279,7 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
     long long ahead_first = CHAIN ? ahead_starts[0] : 0;
     const int gap_count = 4 * gap_bits + 3;  // words of the first 128 symbols
     auto fetch = [&](int slot) {
-        if (fetched < count) {
+        if (fetched < count && ICQ_FETCH_MORE(fetched)) {
             const unsigned int at = slots_at + slot * M::SLOT + lane * 4;
             const int words = ahead_s + 1 < segments ? segment_words : last_words;
 #pragma unroll
@@ -289,11 +301,11 @@ __global__ void __launch_bounds__(256, ICQ_MIN_BLOCKS) segments(
                     if (k * 32 + lane < gap_count)  // a copy writes its slot words even when zero-filling
                         copy_async<4>(at + M::SLOT_GAPS + k * 128, valid ? from + k * 32 : gaps, valid);
                 }
-                ahead_first = *++ahead_starts;  // read at the next fetch, an item later
+                ahead_first = *(ahead_starts += ICQ_ADVANCE(1));  // read at the next fetch, an item later
             }
             ++fetched;
-            ahead_codes += segment_words;
-            if (++ahead_s == segments) {
+            ahead_codes += ICQ_ADVANCE(segment_words);
+            if (ICQ_ADVANCE(1) && ++ahead_s == segments) {
                 ahead_s = 0;
                 ahead_codes += code_wrap;
                 ahead_params += per_row;
