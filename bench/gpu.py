@@ -22,6 +22,7 @@ needs bitsandbytes and PyTorch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import platform
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import cupy  # noqa: E402
 
 import icqcodec  # noqa: E402
-from icqcodec import files  # noqa: E402
+from icqcodec import files, gpu  # noqa: E402
 from icqcodec.container import build_payload, read_header, tensor_layout  # noqa: E402
 from icqcodec.decode import _bytes_reader  # noqa: E402
 from icqcodec.gpu import Plan  # noqa: E402
@@ -163,6 +164,26 @@ def event_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def kernel_variant(defines: tuple[str, ...] = (), min_blocks: int | None = None, warp_bytes=None):
+    """Within the block, the segments kernel compiled with ``defines`` (``-DNAME`` switches of its
+    source) and a register cap for ``min_blocks`` resident blocks per SM; ``warp_bytes(bits,
+    item_size)`` replaces the shared memory per warp where the switches change it."""
+    saved = gpu._kernel, gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes
+    gpu.MIN_BLOCKS_PER_SM = min_blocks or saved[1]
+    gpu._warp_shared_bytes = warp_bytes or saved[2]
+    gpu._kernel = functools.cache(lambda name: gpu._compile(name, defines))
+    caches = (gpu._grid_limit, gpu._launch_shape)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        yield
+    finally:
+        gpu._kernel, gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes = saved
+        for cache in caches:
+            cache.cache_clear()
+
+
 def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     a = cupy.empty(nbytes, dtype=cupy.uint8)
     b = cupy.empty_like(a)
@@ -220,8 +241,6 @@ def speed(rng) -> list[str]:
 
 def kernel_resources() -> list[str]:
     """Registers, local memory and resident blocks of the float16 segments kernels."""
-    from icqcodec import gpu
-
     lines = []
     for bits in (2, 3, 4):
         name, warps, shared = gpu._launch_shape(bits, 1, True)  # float16 output, gap chains
@@ -238,27 +257,28 @@ def kernel_resources() -> list[str]:
 
 def sweep(rng) -> list[str]:
     """Variants of the segments kernel on 28672x8192 float16 at 2 and 4 bits, 5% outliers: the
-    register cap (minimum resident blocks of 256 threads per SM)."""
-    from icqcodec import gpu
+    register cap (minimum resident blocks of 256 threads per SM); at 5 blocks the 2-bit table holds
+    2 codes per entry instead of 4, so that the shared memory fits."""
+
+    default_bytes = gpu._warp_shared_bytes
+
+    def two_codes(bits: int, item_size: int) -> int:  # 2-bit float16: 16 entries, no pairs table
+        return default_bytes(bits, item_size) - (2048 if bits == 2 and item_size == 2 else 0)
 
     w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
-    default = gpu.MIN_BLOCKS_PER_SM
     lines = ["| bits | min blocks/SM | registers | kernel ms |", "|---|---|---|---|"]
     for bits in (2, 4):
         data = icqcodec.encode(w, bits=bits, dtype="float16")
+        expected = files.load(data)["tensor"].tobytes()
         _, plan, out = plan_of(data)
-        for min_blocks in (3, 4):
-            gpu.MIN_BLOCKS_PER_SM = min_blocks
-            gpu._kernel.cache_clear()
-            gpu._grid_limit.cache_clear()
-            kernel = gpu._kernel(gpu._launch_shape(bits, 1, True)[0])
-            seconds = event_time(lambda plan=plan, out=out: plan.run(out), 30)
+        for min_blocks, defines, warp_bytes in ((3, (), None), (4, (), None), (5, ("-DICQ_CODES2=2",), two_codes)):
+            with kernel_variant(defines, min_blocks, warp_bytes):
+                kernel = gpu._kernel(gpu._launch_shape(bits, 1, True)[0])
+                out.fill(0)
+                seconds = event_time(lambda plan=plan, out=out: plan.run(out), 30)
             plan.finish()
-            assert cupy.asnumpy(plan.typed(out)).tobytes() == files.load(data)["tensor"].tobytes()
+            assert cupy.asnumpy(plan.typed(out)).tobytes() == expected
             lines.append(f"| {bits} | {min_blocks} | {kernel.num_regs} | {seconds * 1e3:.3f} |")
-    gpu.MIN_BLOCKS_PER_SM = default
-    gpu._kernel.cache_clear()
-    gpu._grid_limit.cache_clear()
     return lines
 
 
@@ -324,16 +344,13 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     if args.profile:
-        if args.define:
-            from icqcodec import gpu
-
-            gpu._kernel = functools.cache(lambda name: gpu._compile(name, tuple(args.define)))
         w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
         data = icqcodec.encode(w, bits=2, dtype="float16")
         _, plan, out = plan_of(data)
-        for _ in range(3):
-            plan.run(out)
-        cupy.cuda.runtime.deviceSynchronize()
+        with kernel_variant(tuple(args.define)):
+            for _ in range(3):
+                plan.run(out)
+            cupy.cuda.runtime.deviceSynchronize()
         return
     if args.sanitize:
         sanitize_workload(rng)

@@ -3,16 +3,15 @@ write its float16 output (memset; a store-only kernel with the decoder's launch 
 evict-first or plain stores), to copy it, and the 2-bit decode itself, also compiled without its
 output stores (compute only) and without its gap chains; then the 28672x8192 decode at 2 and 4
 bits with its global reads left out (``FETCH_TWO``) or served from L2 (``FETCH_SAME``); then the
-decode with fewer codes per table entry, checked bit-exact against the default. ``--occupancy``
-compares 4 and 5 blocks per SM instead. Figures: bench/RESULTS.md.
+decode with fewer codes per table entry, checked bit-exact against the default. Figures:
+bench/RESULTS.md.
 
-    python bench/gpu_floors.py [--variants | --occupancy]
+    python bench/gpu_floors.py [--variants]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -22,10 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu import copy_bandwidth, event_time, plan_of  # noqa: E402
+from gpu import copy_bandwidth, event_time, kernel_variant, plan_of  # noqa: E402
 
 import icqcodec  # noqa: E402
-from icqcodec import gpu  # noqa: E402
 
 _STORES = r"""
 extern "C" __global__ void stores(uint4* out, long long chunks, int evict_first) {
@@ -41,21 +39,12 @@ extern "C" __global__ void stores(uint4* out, long long chunks, int evict_first)
         }
 }
 """
-_DEFAULT_KERNEL = gpu._kernel
 
 
 def decode_time(plan, out, defines: tuple[str, ...]) -> float:
     """Median seconds of ``plan.run`` with the segments kernel compiled with ``defines``."""
-
-    gpu._kernel = functools.cache(lambda name: gpu._compile(name, defines)) if defines else _DEFAULT_KERNEL
-    gpu._grid_limit.cache_clear()
-    gpu._launch_shape.cache_clear()
-    try:
+    with kernel_variant(defines):
         return event_time(lambda: plan.run(out), 30)
-    finally:
-        gpu._kernel = _DEFAULT_KERNEL
-        gpu._grid_limit.cache_clear()
-        gpu._launch_shape.cache_clear()
 
 
 def row(rows: int, cols: int, base: np.ndarray, stores) -> str:
@@ -129,38 +118,9 @@ def variants(base: np.ndarray) -> list[str]:
     return lines
 
 
-def occupancy(base: np.ndarray) -> list[str]:
-    """Blocks per SM: the default against 5 (48 registers; 2 codes per 2-bit table entry so that
-    the shared memory fits), side by side, bit-exact."""
-    lines = ["| shape | bits | blocks per SM | decode ms |", "|---|---|---|---|"]
-    default_blocks, default_shared = gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes
-
-    def smaller(bits: int, item_size: int) -> int:
-        return default_shared(bits, item_size) - (2048 - 64 if bits == 2 and item_size == 2 else 0)
-
-    for rows, cols in ((8192, 8192), (28672, 8192)):
-        w = np.tile(base, (-(-rows // 4096), 1))[:rows, :cols]
-        for bits in (2, 4):
-            _, plan, decoded = plan_of(icqcodec.encode(w, bits=bits, dtype="float16"))
-            plan.run(decoded)
-            expected = cupy.asnumpy(decoded)
-            for blocks in (default_blocks, 5, default_blocks, 5):
-                decoded.fill(0)
-                gpu.MIN_BLOCKS_PER_SM = blocks
-                gpu._warp_shared_bytes = smaller if blocks != default_blocks else default_shared
-                try:
-                    seconds = decode_time(plan, decoded, ("-DICQ_CODES2=2",) if blocks != default_blocks else ())
-                finally:
-                    gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes = default_blocks, default_shared
-                exact = "bit-exact" if (cupy.asnumpy(decoded) == expected).all() else "DIFFERENT"
-                lines.append(f"| {rows}x{cols} | {bits} | {blocks} | {seconds * 1e3:.3f} ({exact}) |")
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", action="store_true", help="stop after the table of kernel variants")
-    parser.add_argument("--occupancy", action="store_true", help="only the blocks-per-SM comparison")
     args = parser.parse_args()
     stores = cupy.RawKernel(_STORES, "stores")
     rng = np.random.default_rng(0)
@@ -171,10 +131,6 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     base = (rng.standard_t(4, size=(4096, 8192)) * 0.02).astype(np.float32)
-    if args.occupancy:
-        for line in occupancy(base):
-            print(line, flush=True)
-        return
     for rows, cols in ((8192, 8192), (28672, 8192)):
         print(row(rows, cols, base, stores), flush=True)
     for line in variants(base):

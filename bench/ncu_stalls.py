@@ -26,7 +26,7 @@ def main() -> None:
     if samples is None:
         print("no stall samples; columns:", columns)
         return
-    reasons = [c for c in columns if c.startswith("stall_") or "Stall" in c and c != samples and "Not" not in c]
+    reasons = [c for c in columns if c.startswith("stall_") and "Not Issued" not in c]  # of all samples
 
     def number(value: str) -> float:
         try:
