@@ -32,14 +32,3 @@ def check_rejected(data: bytes, error: type = icqcodec.FormatError, category: st
     assert len(categories) == 1, categories
     if category is not None:
         assert categories == {category}
-
-
-def refresh_header_crcs(data: bytes | bytearray) -> bytes:
-    """Recompute directory_crc and header_crc after an edit, so the edit reaches deeper checks."""
-    from icqcodec.container import crc32c
-
-    data = bytearray(data)
-    directory_size = int.from_bytes(data[16:24], "little")
-    data[56:60] = crc32c(bytes(data[64 : 64 + directory_size])).to_bytes(4, "little")
-    data[60:64] = crc32c(bytes(data[:60])).to_bytes(4, "little")
-    return bytes(data)

@@ -1,8 +1,14 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 from icqcodec.decode import BACKENDS
+
+# the conformance package (vectors, invariants) beside the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # numba compiles on first use: a first example may take seconds, so no per-example deadline
 settings.register_profile("icq", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,6 @@ from pathlib import Path
 import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 # Compiled numba functions cannot carry atheris' bytecode probes (numba refuses them): with the
 # JIT on, the modules holding them are left out, so coverage comes from the container and
@@ -27,7 +26,7 @@ JITTED = [] if os.environ.get("NUMBA_DISABLE_JIT") == "1" else ["icqcodec.decode
 with atheris.instrument_imports(include=["icqcodec"], exclude=JITTED):
     import icqcodec  # noqa: F401 - imported here to be instrumented
 
-from test_conformance import decode_or_reject, rechecksum  # noqa: E402
+from conformance.invariants import decode_or_reject, rechecksum  # noqa: E402
 
 
 def test_one_input(raw: bytes) -> None:
