@@ -1,29 +1,22 @@
-"""GPU decoder: bit-exactness, rejection parity, kernel speed, peers and whole-file load, in one run.
+"""GPU decoder: kernel speed, peers and whole-file load, in one run.
 
-Run on a CUDA machine: ``python bench/gpu.py`` (all checks and timings) or
-``python bench/gpu.py --sanitize`` (a small workload for compute-sanitizer). Needs CuPy; the peer
-needs bitsandbytes and PyTorch.
+Run on a CUDA machine: ``python bench/gpu.py`` (all timings) or ``python bench/gpu.py --sanitize``
+(a small workload for compute-sanitizer). Needs CuPy; the peer needs bitsandbytes and PyTorch.
+Bit-exactness and rejection parity against the CPU decoders are tests: ``python -m pytest
+tests/test_gpu.py``.
 
-1. Bit-exactness: the golden encodings, random valid streams built field by field, and encoded
-   tensors of every bit width, quantizer and output dtype decode on the GPU to the numba decoder's
-   bits (compared with ==).
-2. Rejection parity: streams with mutated segment counts and gap symbols (checksums recomputed so
-   the mutations reach the chain checks) are rejected with the same category and message, or
-   decoded to the same bits, by both decoders.
-3. Speed: kernel time (CUDA events, median of 30, output preallocated) and effective bandwidth
+1. Speed: kernel time (CUDA events, median of 30, output preallocated) and effective bandwidth
    ((compressed bytes read + output bytes written) / time) for 4096x4096, 8192x8192 and 28672x8192
    at 2, 3 and 4 bits with 5% outliers, float16 output; the device-to-device copy bandwidth and
    bitsandbytes' NF4 dequantize on the same shapes beside it; end-to-end decode from host bytes
    with validation.
-4. Whole-file load: an .icq file on disk to float16 arrays on the GPU, against the same weights as
+2. Whole-file load: an .icq file on disk to float16 arrays on the GPU, against the same weights as
    float16 safetensors loaded onto the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
 import platform
 import statistics
@@ -36,15 +29,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import cupy  # noqa: E402
 
 import icqcodec  # noqa: E402
 from icqcodec import files, gpu  # noqa: E402
-from icqcodec.container import build_payload, read_header, tensor_layout  # noqa: E402
-from icqcodec.decode import _bytes_reader  # noqa: E402
-from icqcodec.gpu import Plan  # noqa: E402
+from icqcodec.container import bytes_reader, read_header, tensor_layout  # noqa: E402
+from icqcodec.gpu import KernelVariant, Plan, kernel_variant  # noqa: E402
+from icqcodec.payload import Payload  # noqa: E402
 
 
 def gpu_bits(array) -> bytes:
@@ -55,95 +47,9 @@ def same(cpu: dict, gpu: dict) -> bool:
     return cpu.keys() == gpu.keys() and all(cpu[k].tobytes() == gpu_bits(gpu[k]) for k in cpu)
 
 
-def outcome(data: bytes, backend: str):
-    try:
-        return "ok", files.load(data, backend=backend)
-    except icqcodec.FormatError as error:
-        return "error", f"{error.category}: {error.detail}"
-
-
-def recheck(data: bytes) -> bytes:
-    """Recompute every checksum after an edit of payload bytes (one tensor files)."""
-    from icqcodec.container import crc32c
-
-    header = read_header(*_bytes_reader(bytes(data[:64]) + bytes(data[64:])))  # header still intact
-    record = header.tensors[0]
-    layout = tensor_layout(record, header.chunk_log2)
-    start = header.data_offset + record.offset
-    body = bytes(data[start : start + layout.body_size])
-    sections = {n: body[b : b + s] for n, (b, s) in layout.sections.items()}
-    payload, table_crc = build_payload(record, sections, header.chunk_log2)
-    data = bytearray(data)
-    data[start : start + len(payload)] = payload
-    # patch table_crc in the directory: find the record's fixed part after its name
-    directory = bytearray(data[64 : 64 + header.directory_size])
-    name = record.name.encode()
-    at = directory.rfind(len(name).to_bytes(4, "little") + name) + 4 + len(name) + 24
-    directory[at : at + 4] = table_crc.to_bytes(4, "little")
-    data[64 : 64 + header.directory_size] = directory
-    data[56:60] = crc32c(bytes(directory)).to_bytes(4, "little")
-    data[60:64] = crc32c(bytes(data[:60])).to_bytes(4, "little")
-    return bytes(data)
-
-
-def correctness(rng, count: int) -> list[str]:
-    from golden.inputs import CASES
-    from hypothesis import strategies  # noqa: F401 - strategies need hypothesis
-    from strategies import valid_streams
-
-    lines, checked, failures = [], 0, []
-    blobs = [(ROOT / "tests" / "golden" / f"{name}.icq").read_bytes() for name in CASES]
-    blobs += [valid_streams().example() for _ in range(count)]
-    for bits in range(1, 9):
-        for quantizer in ("uniform", "codebook"):
-            for dtype in ("float16", "bfloat16", "float32"):
-                shape = (int(rng.integers(1, 40)), int(rng.integers(1, 3000)))
-                w = (rng.standard_t(4, size=shape) * 0.02).astype(np.float32)
-                blobs.append(icqcodec.encode(w, bits=bits, quantizer=quantizer, dtype=dtype))
-    for bits in (2, 3, 4):
-        w = (rng.standard_t(4, size=(2048, 4096)) * 0.02).astype(np.float32)
-        blobs.append(icqcodec.encode(w, bits=bits, dtype="float16"))
-    for data in blobs:
-        checked += 1
-        if not same(files.load(data), files.load(data, backend="cupy")):
-            failures.append(checked)
-    lines.append(f"bit-exact: {checked - len(failures)} of {checked} streams equal to the numba decoder's bits")
-    # rejection parity on mutated chains
-    agree = rejected = 0
-    mutants = 0
-    for data in blobs[: len(blobs)]:
-        header = read_header(*_bytes_reader(data))
-        record = header.tensors[0]
-        if record.params is None or not record.params.outliers:
-            continue
-        layout = tensor_layout(record, header.chunk_log2)
-        start = header.data_offset + record.offset
-        for _ in range(5):
-            section = "gaps" if rng.random() < 0.7 else "counts"
-            b, s = layout.sections[section]
-            if s == 0:
-                continue
-            mutated = bytearray(data)
-            at = start + b + int(rng.integers(0, s))
-            mutated[at] ^= 1 << int(rng.integers(0, 8))
-            mutated = recheck(mutated)
-            mutants += 1
-            cpu, gpu = outcome(mutated, "numba"), outcome(mutated, "cupy")
-            if cpu[0] == gpu[0] == "error":
-                rejected += 1
-                agree += cpu[1] == gpu[1]
-            elif cpu[0] == gpu[0] == "ok":
-                agree += same(cpu[1], gpu[1])
-    lines.append(f"rejection parity: {agree} of {mutants} mutated streams give the same result on both "
-                 f"({rejected} rejected by both)")  # fmt: skip
-    return lines
-
-
 def plan_of(data: bytes):
     """The header of a one-tensor file, a GPU Plan for its tensor and a preallocated output."""
-    from icqcodec.container import Payload
-
-    read_at, size = _bytes_reader(data)
+    read_at, size = bytes_reader(data)
     header = read_header(read_at, size)
     plan = Plan(cupy, Payload(header, header.tensors[0], read_at), None, None)
     return header, plan, plan.empty_output()
@@ -162,26 +68,6 @@ def event_time(fn, repeats: int) -> float:
         stop.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, stop) / 1000)
     return statistics.median(times)
-
-
-@contextlib.contextmanager
-def kernel_variant(defines: tuple[str, ...] = (), min_blocks: int | None = None, warp_bytes=None):
-    """Within the block, the segments kernel compiled with ``defines`` (``-DNAME`` switches of its
-    source) and a register cap for ``min_blocks`` resident blocks per SM; ``warp_bytes(bits,
-    item_size)`` replaces the shared memory per warp where the switches change it."""
-    saved = gpu._kernel, gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes
-    gpu.MIN_BLOCKS_PER_SM = min_blocks or saved[1]
-    gpu._warp_shared_bytes = warp_bytes or saved[2]
-    gpu._kernel = functools.cache(lambda name: gpu._compile(name, defines))
-    caches = (gpu._grid_limit, gpu._launch_shape)
-    for cache in caches:
-        cache.cache_clear()
-    try:
-        yield
-    finally:
-        gpu._kernel, gpu.MIN_BLOCKS_PER_SM, gpu._warp_shared_bytes = saved
-        for cache in caches:
-            cache.cache_clear()
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> float:
@@ -243,15 +129,15 @@ def kernel_resources() -> list[str]:
     """Registers, local memory and resident blocks of the float16 segments kernels."""
     lines = []
     for bits in (2, 3, 4):
-        name, warps, shared = gpu._launch_shape(bits, 1, True)  # float16 output, gap chains
-        kernel = gpu._kernel(name)
+        name, warps, shared = gpu.launch_shape(bits, 1, True)  # float16 output, gap chains
+        kernel = gpu.kernel(name)
         threads = 32 * warps
         try:
             per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, threads, shared)
         except Exception as error:
             per_sm = f"? ({error})"
         lines.append(f"{name}: {kernel.num_regs} registers, {kernel.local_size_bytes} bytes local memory, "
-                     f"{per_sm} blocks of {threads} threads per SM, grid of {gpu._grid_limit(name, threads, shared)}")  # fmt: skip
+                     f"{per_sm} blocks of {threads} threads per SM, grid of {gpu.grid_limit(name, threads, shared)}")  # fmt: skip
     return lines
 
 
@@ -260,10 +146,8 @@ def sweep(rng) -> list[str]:
     register cap (minimum resident blocks of 256 threads per SM); at 5 blocks the 2-bit table holds
     2 codes per entry instead of 4, so that the shared memory fits."""
 
-    default_bytes = gpu._warp_shared_bytes
-
     def two_codes(bits: int, item_size: int) -> int:  # 2-bit float16: 16 entries, no pairs table
-        return default_bytes(bits, item_size) - (2048 if bits == 2 and item_size == 2 else 0)
+        return gpu.warp_shared_bytes(bits, item_size) - (2048 if bits == 2 and item_size == 2 else 0)
 
     w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
     lines = ["| bits | min blocks/SM | registers | kernel ms |", "|---|---|---|---|"]
@@ -271,9 +155,11 @@ def sweep(rng) -> list[str]:
         data = icqcodec.encode(w, bits=bits, dtype="float16")
         expected = files.load(data)["tensor"].tobytes()
         _, plan, out = plan_of(data)
-        for min_blocks, defines, warp_bytes in ((3, (), None), (4, (), None), (5, ("-DICQ_CODES2=2",), two_codes)):
-            with kernel_variant(defines, min_blocks, warp_bytes):
-                kernel = gpu._kernel(gpu._launch_shape(bits, 1, True)[0])
+        for variant in (KernelVariant(min_blocks=3), KernelVariant(min_blocks=4),
+                        KernelVariant(("-DICQ_CODES2=2",), 5, two_codes)):  # fmt: skip
+            min_blocks = variant.min_blocks
+            with kernel_variant(variant):
+                kernel = gpu.kernel(gpu.launch_shape(bits, 1, True, variant)[0], variant)
                 out.fill(0)
                 seconds = event_time(lambda plan=plan, out=out: plan.run(out), 30)
             plan.finish()
@@ -300,7 +186,7 @@ def whole_file(rng) -> list[str]:
             return {k: cupy.asarray(v) for k, v in load_file(str(st_path)).items()}
 
         def load_icq():
-            return files.load_file(icq_path, device="cuda")
+            return files.load_file(icq_path, backend="cupy")
 
         results = {}
         for label, fn in (("float16 safetensors -> GPU", load_safetensors), ("icq 2-bit -> GPU float16", load_icq)):
@@ -323,9 +209,7 @@ def whole_file(rng) -> list[str]:
 
 
 def sanitize_workload(rng) -> None:
-    """A small workload for compute-sanitizer: golden files, random streams, mutants, one large tensor."""
-    for line in correctness(rng, 40):
-        print(line)
+    """A workload for compute-sanitizer beside ``tests/test_gpu.py``: large tensors of 2 and 3 bits."""
     w = (rng.standard_t(4, size=(1024, 4096)) * 0.02).astype(np.float32)
     for bits in (2, 3):
         data = icqcodec.encode(w, bits=bits, dtype="float16")
@@ -336,7 +220,6 @@ def sanitize_workload(rng) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sanitize", action="store_true")
-    parser.add_argument("--random-streams", type=int, default=300)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="launch shapes of the segments kernel")
     parser.add_argument("--profile", action="store_true", help="one 28672x8192 2-bit decode, for ncu")
@@ -347,7 +230,7 @@ def main() -> None:
         w = (rng.standard_t(4, size=(28672, 8192)) * 0.02).astype(np.float32)
         data = icqcodec.encode(w, bits=2, dtype="float16")
         _, plan, out = plan_of(data)
-        with kernel_variant(tuple(args.define)):
+        with kernel_variant(KernelVariant(tuple(args.define))):
             for _ in range(3):
                 plan.run(out)
             cupy.cuda.runtime.deviceSynchronize()
@@ -358,9 +241,6 @@ def main() -> None:
     props = cupy.cuda.runtime.getDeviceProperties(0)
     print(f"device: {props['name'].decode()}, CuPy {cupy.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")  # fmt: skip
-    if args.random_streams:
-        for line in correctness(rng, args.random_streams):
-            print(line, flush=True)
     if args.sweep:
         for line in sweep(rng):
             print(line, flush=True)

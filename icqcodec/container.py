@@ -1,16 +1,17 @@
-"""The container (spec sections 4 and 6 layout): fixed header, directory, payload layout, checksums.
+"""The container (spec sections 4 and 6): fixed header, directory, tensor records, payload layout.
 
-Parsed once here and shared by every decoder; written here for the encoder. All checks of spec
-section 9.2 steps 1 to 8 live in :func:`read_header`, in the normative order.
+Parsed once here and shared by every decoder. All checks of spec section 9.2 steps 1 to 8 live in
+:func:`read_header`, in the normative order. Payload reads and their checksums are
+:mod:`icqcodec.payload`; the writer is :mod:`icqcodec.container_writer`.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import crc32c as _crc32c
+import crc32c as crc32c_package
 
 from . import dtypes
 from .bitstream import packed_size
@@ -22,27 +23,17 @@ from .constants import (
     DATA_ALIGNMENT,
     FIXED_HEADER_SIZE,
     FORMAT_MAJOR,
-    ICQ_PARAMS_LENGTH,
     KIND_CODEBOOK,
-    KIND_UNIFORM,
     MAGIC,
-    MAX_BITS,
-    MAX_COUNT_BITS,
     MAX_DATA_SIZE,
     MAX_DIRECTORY_SIZE,
     MAX_ELEMENTS,
     MAX_FEATURES,
-    MAX_GAP_BITS,
     MAX_METADATA,
     MAX_NAME_LENGTH,
     MAX_RANK,
-    MAX_SEGMENT_LOG2,
     MAX_TENSORS,
     MAX_VALUE_LENGTH,
-    MIN_BITS,
-    MIN_COUNT_BITS,
-    MIN_GAP_BITS,
-    MIN_SEGMENT_LOG2,
     SECTION_ALIGNMENT,
 )
 from .errors import (
@@ -54,70 +45,49 @@ from .errors import (
     UnsupportedFeatureError,
     UnsupportedVersionError,
 )
+from .icq_params import IcqParams, check_coding
 
 __all__ = [
+    "FIXED_HEADER",
+    "TENSOR_FIXED",
+    "FEATURE_RECORD",
+    "ReadAt",
     "crc32c",
     "align",
-    "IcqParams",
+    "bytes_reader",
     "TensorRecord",
     "Feature",
     "Header",
     "Layout",
+    "section_sizes",
     "tensor_layout",
     "read_header",
-    "write_container",
-    "Payload",
 ]
 
-_FIXED = struct.Struct("<8sHHIQQQIIIB3sII")  # 4.1, 64 bytes
-_TENSOR_FIXED = struct.Struct("<BBBBIQQII")  # 4.2.3 after the name, 32 bytes
-_ICQ_PARAMS = struct.Struct("<BBBBBBHIIQ")  # 6.2, 24 bytes
-_FEATURE = struct.Struct("<IIQ")  # 4.2.1
+FIXED_HEADER = struct.Struct("<8sHHIQQQIIIB3sII")  # 4.1, 64 bytes
+TENSOR_FIXED = struct.Struct("<BBBBIQQII")  # 4.2.3 after the name, 32 bytes
+FEATURE_RECORD = struct.Struct("<IIQ")  # 4.2.1
 
 ReadAt = Callable[[int, int], bytes]
 
 
 def crc32c(data: bytes | memoryview) -> int:
     """CRC-32C (Castagnoli) of ``data`` (spec section 4.4)."""
-    return _crc32c.crc32c(data)
+    return crc32c_package.crc32c(data)
 
 
 def align(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 
 
-# ---- 6.2 icq coding parameters ----------------------------------------------------------------
+def bytes_reader(data: bytes | bytearray | memoryview) -> tuple[ReadAt, int]:
+    """A ``read_at(offset, size)`` over bytes in memory (zero-copy views), and their length."""
+    view = memoryview(data).cast("B")
 
+    def read_at(offset: int, size: int) -> memoryview:
+        return view[offset : offset + size]
 
-@dataclass(frozen=True)
-class IcqParams:
-    """The 24-byte coding parameters of an icq tensor (spec section 6.2)."""
-
-    bits: int
-    kind: int
-    gap_bits: int
-    count_bits: int
-    segment_log2: int
-    codebook_size: int
-    outliers: int
-    total_symbols: int
-
-    def to_bytes(self) -> bytes:
-        return _ICQ_PARAMS.pack(
-            self.bits, self.kind, self.gap_bits, self.count_bits, self.segment_log2, 0,
-            self.codebook_size, self.outliers, 0, self.total_symbols,
-        )  # fmt: skip
-
-    @property
-    def segment(self) -> int:
-        return 1 << self.segment_log2
-
-
-def codebook_size_for(bits: int, kind: int, outliers: int) -> int:
-    """``codebook_size`` the spec requires (6.2)."""
-    if kind == KIND_UNIFORM:
-        return 0
-    return (1 << bits) + ((1 << (bits - 1)) if outliers else 0)
+    return read_at, len(view)
 
 
 # ---- 4.2 directory records --------------------------------------------------------------------
@@ -294,7 +264,7 @@ def read_header(read_at: ReadAt, file_size: int) -> Header:
     if file_size < FIXED_HEADER_SIZE:
         raise TruncatedError(f"input of {file_size} bytes ends inside the fixed header", section="4.1", offset=0)
     (_, _, _, flags, directory_size, data_offset, data_size, tensor_count, metadata_count,
-     feature_count, chunk_log2, reserved, directory_crc, header_crc) = _FIXED.unpack(head)  # fmt: skip
+     feature_count, chunk_log2, reserved, directory_crc, header_crc) = FIXED_HEADER.unpack(head)  # fmt: skip
     # Step 4
     if crc32c(head[:60]) != header_crc:
         raise ChecksumError("header_crc does not match the fixed header", section="4.1", offset=60)
@@ -359,7 +329,7 @@ def _read_features(cursor: _DirectoryCursor, count: int) -> list[Feature]:
     features: list[Feature] = []
     for _ in range(count):
         offset = cursor.here
-        feature_id, flags, length = _FEATURE.unpack(cursor.take(_FEATURE.size, "feature record"))
+        feature_id, flags, length = FEATURE_RECORD.unpack(cursor.take(FEATURE_RECORD.size, "feature record"))
         payload = cursor.take(length, "feature payload")
         if flags & ~1:
             raise CorruptStreamError(
@@ -407,10 +377,8 @@ def _read_tensors(cursor: _DirectoryCursor, count: int, chunk_log2: int, data_si
     for _ in range(count):
         record_offset = cursor.here
         raw_name, name, _ = _read_string(cursor, "tensor name", MAX_NAME_LENGTH, allow_empty=False)
-        fixed = cursor.take(_TENSOR_FIXED.size, "tensor record")
-        dtype, source_dtype, coding, rank, reserved, offset, size, table_crc, params_length = _TENSOR_FIXED.unpack(
-            fixed
-        )
+        fixed = cursor.take(TENSOR_FIXED.size, "tensor record")
+        dtype, source_dtype, coding, rank, reserved, offset, size, table_crc, params_length = TENSOR_FIXED.unpack(fixed)
         shape = struct.unpack(f"<{rank}Q", cursor.take(8 * rank, "tensor shape"))
         params_raw = cursor.take(params_length, "coding parameters")
         where = dict(offset=record_offset)
@@ -428,7 +396,7 @@ def _read_tensors(cursor: _DirectoryCursor, count: int, chunk_log2: int, data_si
                 raise UnsupportedFeatureError(f"tensor {name!r}: unknown {what} code {code}", section="3", **where)
         if coding not in (CODING_RAW, CODING_ICQ):
             raise UnsupportedFeatureError(f"tensor {name!r}: unknown coding method {coding}", section="6", **where)
-        params = _check_coding(name, dtype, source_dtype, coding, shape, elements, params_raw, record_offset)
+        params = check_coding(name, dtype, source_dtype, coding, shape, elements, params_raw, record_offset)
         record = TensorRecord(name, dtype, source_dtype, coding, shape, offset, size, table_crc, params, record_offset)
         if offset != next_offset:
             raise CorruptStreamError(f"tensor {name!r}: payload offset is {offset}, expected {next_offset}",
@@ -442,243 +410,3 @@ def _read_tensors(cursor: _DirectoryCursor, count: int, chunk_log2: int, data_si
         next_offset = align(offset + size, DATA_ALIGNMENT)
         tensors.append(record)
     return tensors
-
-
-def _check_coding(name, dtype, source_dtype, coding, shape, elements, params_raw, offset) -> IcqParams | None:
-    """Consistency rules of spec sections 4.2.3, 6.1 and 6.2 (all ``corrupt``)."""
-
-    def corrupt(detail: str, section: str = "6.2") -> CorruptStreamError:
-        return CorruptStreamError(f"tensor {name!r}: {detail}", section=section, offset=offset)
-
-    if coding == CODING_RAW:
-        if params_raw:
-            raise corrupt(f"raw coding has {len(params_raw)} bytes of parameters, expected 0", "6.1")
-        if source_dtype != dtype:
-            raise corrupt("raw coding with source_dtype different from dtype", "6.1")
-        return None
-    if len(params_raw) != ICQ_PARAMS_LENGTH:
-        raise corrupt(f"icq coding has {len(params_raw)} bytes of parameters, expected {ICQ_PARAMS_LENGTH}")
-    if dtype not in dtypes.ICQ_OUTPUT_CODES:
-        raise corrupt(f"icq output dtype {dtypes.NAMES[dtype]} is not float16, bfloat16 or float32")
-    if source_dtype not in dtypes.FLOAT_CODES:
-        raise corrupt(f"icq source dtype {dtypes.NAMES[source_dtype]} is not a floating-point type")
-    if not shape or elements == 0:
-        raise corrupt("icq coding needs rank >= 1 and at least one element")
-    bits, kind, gap_bits, count_bits, segment_log2, reserved8, codebook_size, outliers, reserved32, total_symbols = (
-        _ICQ_PARAMS.unpack(params_raw)
-    )
-    if reserved8 or reserved32:
-        raise corrupt("reserved coding parameter is not zero")
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise corrupt(f"bits {bits} is outside 1..8")
-    if kind not in (KIND_UNIFORM, KIND_CODEBOOK):
-        raise corrupt(f"kind {kind} is not 0 (uniform) or 1 (codebook)")
-    if not MIN_SEGMENT_LOG2 <= segment_log2 <= MAX_SEGMENT_LOG2:
-        raise corrupt(f"segment_log2 {segment_log2} is outside 4..24")
-    cols = shape[-1]
-    rows = elements // cols
-    if outliers > cols:
-        raise corrupt(f"outliers {outliers} is above cols {cols}")
-    if outliers == 0:
-        if gap_bits or count_bits or total_symbols:
-            raise corrupt("gap_bits, count_bits and total_symbols must be 0 without outliers")
-    else:
-        if not MIN_GAP_BITS <= gap_bits <= MAX_GAP_BITS:
-            raise corrupt(f"gap_bits {gap_bits} is outside 1..16")
-        if not MIN_COUNT_BITS <= count_bits <= MAX_COUNT_BITS:
-            raise corrupt(f"count_bits {count_bits} is outside 1..32")
-        if not rows * outliers <= total_symbols <= elements:
-            raise corrupt(f"total_symbols {total_symbols} is outside {rows * outliers}..{elements}")
-    expected_codebook = codebook_size_for(bits, kind, outliers)
-    if codebook_size != expected_codebook:
-        raise corrupt(f"codebook_size {codebook_size}, expected {expected_codebook}")
-    return IcqParams(bits, kind, gap_bits, count_bits, segment_log2, codebook_size, outliers, total_symbols)
-
-
-# ---- 4.4 chunk checksums ----------------------------------------------------------------------
-
-
-def chunk_table(body: bytes | memoryview, chunk_log2: int) -> bytes:
-    """The chunk table of a payload body: one CRC-32C per ``2^chunk_log2`` bytes (spec 4.4)."""
-    chunk = 1 << chunk_log2
-    view = memoryview(body)
-    return b"".join(crc32c(view[i : i + chunk]).to_bytes(4, "little") for i in range(0, len(view), chunk))
-
-
-def verify_table(record: TensorRecord, table: bytes) -> None:
-    if crc32c(table) != record.table_crc:
-        raise ChecksumError(f"tensor {record.name!r}: table_crc does not match its chunk table",
-                            section="4.4", offset=record.record_offset)  # fmt: skip
-
-
-def verify_chunks(
-    record: TensorRecord, header: Header, table: bytes, read_payload: ReadAt, first: int, stop: int
-) -> None:
-    """Check chunks ``first`` to ``stop - 1`` of a tensor's body against its (verified) table."""
-    chunk = header.chunk_size
-    body_size = tensor_layout(record, header.chunk_log2).body_size
-    for index in range(first, stop):
-        start = index * chunk
-        data = read_payload(start, min(chunk, body_size - start))
-        if crc32c(data) != int.from_bytes(table[4 * index : 4 * index + 4], "little"):
-            raise ChecksumError(f"tensor {record.name!r}: chunk {index} does not match its CRC-32C",
-                                section="4.4", offset=header.data_offset + record.offset + start)  # fmt: skip
-
-
-# ---- 4.4 Checksummed payload reads -------------------------------------------------------------------
-
-
-class Payload:
-    """A tensor's payload body; every read first checks the chunks it touches (spec section 4.4)."""
-
-    def __init__(self, header: Header, record: TensorRecord, read_at: ReadAt) -> None:
-        self.header, self.record = header, record
-        self.layout = tensor_layout(record, header.chunk_log2)
-        self.start = header.data_offset + record.offset
-        self.read_at = read_at
-        # "table_crc: CRC-32C of the payload's chunk table"
-        self.table = bytes(read_at(self.start + self.layout.body_size, 4 * self.layout.chunk_count))
-        verify_table(record, self.table)
-        self.verified: set[int] = set()
-
-    def _read_payload(self, offset: int, size: int) -> bytes:
-        return self.read_at(self.start + offset, size)
-
-    def read(self, offset: int, size: int) -> bytes:
-        """Body bytes ``offset`` to ``offset + size - 1``, their chunks verified first."""
-        chunk = self.header.chunk_size
-        for index in range(offset // chunk, -(-(offset + size) // chunk)):
-            if index not in self.verified:
-                verify_chunks(self.record, self.header, self.table, self._read_payload, index, index + 1)
-                self.verified.add(index)
-        return self._read_payload(offset, size)
-
-    def section(self, name: str, start: int = 0, size: int | None = None) -> bytes:
-        begin, length = self.layout.sections[name]
-        return self.read(begin + start, length - start if size is None else size)
-
-    def verify_all(self) -> None:
-        """Check every chunk, in order (spec section 9.2 step 9)."""
-        self.read(0, self.layout.body_size)
-
-    def check_section_padding(self) -> None:
-        """Each section is padded with zeros to a multiple of 64 bytes (spec section 6)."""
-        for name, (begin, length) in self.layout.sections.items():
-            if any(self.read(begin + length, align(length, SECTION_ALIGNMENT) - length)):
-                raise CorruptStreamError(f"tensor {self.record.name!r}: padding after section {name} is not zero",
-                                         section="6", offset=self.start + begin + length)  # fmt: skip
-
-
-# ---- writing ----------------------------------------------------------------------------------
-
-
-def _string(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    return len(raw).to_bytes(4, "little") + raw
-
-
-def build_payload(record: TensorRecord, sections: dict[str, bytes], chunk_log2: int) -> tuple[bytes, int]:
-    """Join a tensor's sections with their padding and chunk table; returns (payload, table_crc)."""
-    layout = tensor_layout(record, chunk_log2)
-    body = bytearray(layout.body_size)
-    for name, (start, size) in layout.sections.items():
-        data = sections[name]
-        assert len(data) == size, (name, len(data), size)
-        body[start : start + size] = data
-    table = chunk_table(body, chunk_log2)
-    return bytes(body) + table, crc32c(table)
-
-
-def _directory(records, sizes, metadata: dict[str, str], features) -> tuple[bytes, list[int]]:
-    """Directory bytes for records in canonical order with payload sizes; returns it and the offsets."""
-    offsets, position = [], 0
-    for size in sizes:
-        offsets.append(position)
-        position = align(position + size, DATA_ALIGNMENT)
-    directory = bytearray()
-    for feature in features:
-        directory += _FEATURE.pack(feature.feature_id, int(feature.required), len(feature.payload)) + feature.payload
-    for key in sorted(metadata, key=lambda k: k.encode("utf-8")):
-        directory += _string(key) + _string(metadata[key])
-    for record, offset, size in zip(records, offsets, sizes, strict=True):
-        params = record.params.to_bytes() if record.params else b""
-        directory += _string(record.name)
-        directory += _TENSOR_FIXED.pack(record.dtype, record.source_dtype, record.coding, len(record.shape), 0,
-                                        offset, size, record.table_crc, len(params))  # fmt: skip
-        directory += struct.pack(f"<{len(record.shape)}Q", *record.shape) + params
-    return bytes(directory), offsets
-
-
-def _fixed_header(directory: bytes, data_size: int, counts: tuple[int, int, int], chunk_log2: int, minor: int) -> bytes:
-    data_offset = align(FIXED_HEADER_SIZE + len(directory), DATA_ALIGNMENT)
-    fixed = _FIXED.pack(MAGIC, FORMAT_MAJOR, minor, 0, len(directory), data_offset, data_size, *counts,
-                        chunk_log2, b"\0\0\0", crc32c(directory), 0)  # fmt: skip
-    return fixed[:60] + crc32c(fixed[:60]).to_bytes(4, "little")
-
-
-def write_container(
-    records: list[TensorRecord],
-    payloads: list[bytes],
-    metadata: dict[str, str],
-    *,
-    chunk_log2: int,
-    features: tuple[Feature, ...] = (),
-    minor: int = 0,
-) -> list[bytes | memoryview]:
-    """Serialize a file: header and directory, then payloads; returns the pieces to write in order.
-
-    ``records`` and ``payloads`` must be in canonical (name) order; offsets are assigned here.
-    """
-    sizes = [len(payload) for payload in payloads]
-    directory, offsets = _directory(records, sizes, metadata, features)
-    data_size = offsets[-1] + sizes[-1] if payloads else 0
-    counts = (len(records), len(metadata), len(features))
-    pieces: list[bytes | memoryview] = [_fixed_header(directory, data_size, counts, chunk_log2, minor), directory]
-    pieces.append(bytes(align(FIXED_HEADER_SIZE + len(directory), DATA_ALIGNMENT) - FIXED_HEADER_SIZE - len(directory)))
-    position = 0
-    for offset, payload in zip(offsets, payloads, strict=True):
-        pieces.append(bytes(offset - position))
-        pieces.append(payload)
-        position = offset + len(payload)
-    return pieces
-
-
-class StreamWriter:
-    """Writes a file tensor by tensor, holding one payload at a time (bounded memory).
-
-    The directory's length depends only on names, ranks, codings and metadata, so the data section's
-    start is known before any tensor is encoded; payloads go there in canonical order, and the
-    header and directory are written last.
-    """
-
-    def __init__(self, out, plan: list[TensorRecord], metadata: dict[str, str], *, chunk_log2: int) -> None:
-        self.out, self.plan, self.metadata, self.chunk_log2 = out, plan, metadata, chunk_log2
-        blank = IcqParams(0, 0, 0, 0, 0, 0, 0, 0)  # parameters have a fixed length: any value will do
-        sized = [r if r.coding != CODING_ICQ or r.params else replace(r, params=blank) for r in plan]
-        placeholder, _ = _directory(sized, [0] * len(plan), metadata, ())
-        self.directory_size = len(placeholder)
-        self.data_offset = align(FIXED_HEADER_SIZE + self.directory_size, DATA_ALIGNMENT)
-        self.records: list[TensorRecord] = []
-        self.sizes: list[int] = []
-        self.position = 0
-
-    def add(self, record: TensorRecord, payload: bytes | memoryview) -> None:
-        expected = self.plan[len(self.records)]
-        assert (record.name, len(record.shape), record.coding) == (expected.name, len(expected.shape), expected.coding)
-        offset = align(self.position, DATA_ALIGNMENT) if self.records else 0
-        self.out.seek(self.data_offset + self.position)
-        self.out.write(bytes(offset - self.position))
-        self.out.write(payload)
-        self.records.append(record)
-        self.sizes.append(len(payload))
-        self.position = offset + len(payload)
-
-    def finish(self) -> None:
-        assert len(self.records) == len(self.plan), "every planned tensor must be added"
-        directory, _ = _directory(self.records, self.sizes, self.metadata, ())
-        assert len(directory) == self.directory_size
-        counts = (len(self.records), len(self.metadata), 0)
-        self.out.seek(0)
-        self.out.write(_fixed_header(directory, self.position, counts, self.chunk_log2, 0))
-        self.out.write(directory)
-        self.out.write(bytes(self.data_offset - FIXED_HEADER_SIZE - len(directory)))

@@ -11,6 +11,7 @@
      |    +-- ChecksumError                  "checksum"
      |    +-- LimitExceededError             "limit"
      |    +-- CorruptStreamError             "corrupt"
+     +-- InputError (ValueError)             a model file the converter cannot read
      +-- BackendUnavailableError (ImportError)
 
 Misuse of the API (wrong argument types or values) raises the builtin TypeError or ValueError.
@@ -28,6 +29,7 @@ __all__ = [
     "ChecksumError",
     "LimitExceededError",
     "CorruptStreamError",
+    "InputError",
     "BackendUnavailableError",
     "ERROR_CLASSES",
 ]
@@ -99,6 +101,14 @@ class CorruptStreamError(FormatError):
     """Any other broken rule: reserved bits, order, sizes, values, gap chains, trailing bytes."""
 
     category = "corrupt"
+
+
+class InputError(IcqcodecError, ValueError):
+    """A model file the converter cannot read: an unknown extension, a malformed safetensors file,
+    .npz or .npy, or a sharded checkpoint's index. Not an ICQ file (those raise FormatError).
+
+    .. versionadded:: 0.2.0 (before: ``icqcodec.checkpoints.InputError``, still importable there)
+    """
 
 
 class BackendUnavailableError(IcqcodecError, ImportError):

@@ -10,15 +10,18 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .constants import RESERVED_KEY_PREFIX
-from .container import Header, ReadAt, TensorRecord, read_header
-from .decode import _bytes_reader, check_output_size, decode_tensor
+from . import dtypes
+from .constants import CODING_RAW, RESERVED_KEY_PREFIX
+from .container import TensorRecord, bytes_reader, read_header
+from .decode import BACKENDS, check_output_size, decode_tensor
 from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
+from .payload import check_payload_padding
 
 __all__ = ["save", "load", "save_file", "load_file", "safe_open"]
 
@@ -56,9 +59,9 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
         dtype: output dtype of quantized tensors (default: the source's where possible).
 
     Example:
-        >>> import numpy as np, icqcodec.files as f
-        >>> data = f.save({"w": np.ones((64, 64), np.float32), "b": np.arange(3)}, metadata={"format": "pt"})
-        >>> sorted(f.load(data))
+        >>> import numpy as np, icqcodec
+        >>> data = icqcodec.save({"w": np.ones((64, 64), np.float32), "b": np.arange(3)}, metadata={"format": "pt"})
+        >>> sorted(icqcodec.load(data))
         ['b', 'w']
     """
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer)
@@ -67,19 +70,22 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
 
 def load(data: bytes | bytearray | memoryview, *, backend: str = "numba",
          max_output_size: int | None = None) -> dict[str, np.ndarray]:  # fmt: skip
-    """Decode every tensor of an ICQ file's bytes; checks in the order of spec section 9.2."""
-    read_at, size = _bytes_reader(data)
+    """Decode every tensor of an ICQ file's bytes; checks in the order of spec section 9.2.
+
+    Args:
+        data: the file's bytes.
+        backend: ``"numba"``, ``"reference"`` or ``"cupy"`` (CuPy arrays on the GPU).
+        max_output_size: refuse (ValueError) before decoding if the tensors would take more bytes.
+
+    Raises:
+        FormatError: the bytes are not a valid ICQ 1.x file.
+    """
+    read_at, size = bytes_reader(data)
     header = read_header(read_at, size)
-    check_output_size(header, header.tensors, max_output_size)
+    check_output_size(header.tensors, max_output_size)
     tensors = {r.name: decode_tensor(header, r, read_at, backend=backend) for r in header.tensors}
-    _check_payload_padding(header, read_at)
-    return tensors
-
-
-def _check_payload_padding(header: Header, read_at: ReadAt) -> None:
-    from .reference import check_payload_padding
-
     check_payload_padding(header, read_at)
+    return tensors
 
 
 def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *, overwrite: bool = False,
@@ -118,14 +124,35 @@ def write_atomically(path: Path, pieces, *, overwrite: bool) -> None:
         raise
 
 
-def load_file(path: str | os.PathLike, *, backend: str = "numba", device: str = "cpu") -> dict:
+def _backend_of(backend: str, device: str | None, framework: str | None) -> str:
+    """The one backend switch; ``device`` and ``framework`` are the deprecated ways to ask for CuPy."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for argument, value, gpu in (("device", device, "cuda"), ("framework", framework, "cupy")):
+        if value is None:
+            continue
+        warnings.warn(f"{argument}= is deprecated and will be removed in 0.3.0; pass backend='cupy' for the GPU "
+                      "or leave it out for the CPU", DeprecationWarning, stacklevel=3)  # fmt: skip
+        if value == gpu:
+            backend = "cupy"
+        elif value not in ("cpu", "numpy", "np"):
+            raise ValueError(f"{argument} must be {'cpu' if argument == 'device' else 'numpy'!r} or {gpu!r}, "
+                             f"got {value!r}")  # fmt: skip
+    return backend
+
+
+def load_file(path: str | os.PathLike, *, backend: str = "numba", max_output_size: int | None = None,
+              device: str | None = None) -> dict:  # fmt: skip
     """Decode every tensor of the ICQ file at ``path``.
 
-    With ``device="cuda"`` the compressed data section goes to the GPU in one copy and is decoded
+    With ``backend="cupy"`` the compressed data section goes to the GPU in one copy and is decoded
     there into CuPy arrays (bfloat16 tensors as uint16 bit patterns, since CuPy has no bfloat16;
-    ``torch.from_dlpack(a).view(torch.bfloat16)`` reads them without a copy).
+    ``torch.from_dlpack(a).view(torch.bfloat16)`` reads them without a copy). ``device="cuda"`` is a
+    deprecated spelling of ``backend="cupy"``.
     """
-    with safe_open(path, backend=backend, device=device) as f:
+    backend = _backend_of(backend, device, None)
+    with safe_open(path, backend=backend, max_output_size=max_output_size) as f:
+        check_output_size(f.header.tensors, max_output_size)
         if f.device == "cuda":
             f.upload()
         tensors = {name: f.get_tensor(name) for name in f.keys()}
@@ -136,23 +163,27 @@ def load_file(path: str | os.PathLike, *, backend: str = "numba", device: str = 
 class safe_open:  # noqa: N801 - the name safetensors users know
     """Open an ICQ file lazily: the header is read and checked at once, tensors on demand.
 
+    Args:
+        path: the file.
+        backend: ``"numba"``, ``"reference"`` or ``"cupy"`` (decodes on the GPU into CuPy arrays).
+        max_output_size: refuse (ValueError) a ``get_tensor`` or ``get_slice`` whose output would
+            take more bytes.
+        framework, device: deprecated; ``framework="cupy"`` or ``device="cuda"`` mean ``backend="cupy"``.
+
     Example:
-        >>> import numpy as np, tempfile, os, icqcodec.files as f
+        >>> import numpy as np, tempfile, os, icqcodec
         >>> path = os.path.join(tempfile.mkdtemp(), "m.icq")
-        >>> f.save_file({"w": np.ones((128, 64), np.float32)}, path, bits=4)
-        >>> with f.safe_open(path) as icq:
+        >>> icqcodec.save_file({"w": np.ones((128, 64), np.float32)}, path, bits=4)
+        >>> with icqcodec.safe_open(path) as icq:
         ...     icq.keys(), icq.get_slice("w")[2:5].shape
         (['w'], (3, 64))
     """
 
-    def __init__(self, path: str | os.PathLike, *, backend: str = "numba", framework: str = "numpy",
-                 device: str = "cpu") -> None:  # fmt: skip
-        if framework not in ("numpy", "np", "cupy"):
-            raise ValueError(f"framework must be 'numpy' or 'cupy', got {framework!r}")
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        self.device = "cuda" if framework == "cupy" else device
-        self.backend = "cupy" if self.device == "cuda" else backend
+    def __init__(self, path: str | os.PathLike, *, backend: str = "numba", max_output_size: int | None = None,
+                 framework: str | None = None, device: str | None = None) -> None:  # fmt: skip
+        self.backend = _backend_of(backend, device, framework)
+        self.device = "cuda" if self.backend == "cupy" else "cpu"
+        self.max_output_size = max_output_size
         self._device_data = None
         self._file = open(path, "rb")
         size = os.fstat(self._file.fileno()).st_size
@@ -162,7 +193,7 @@ class safe_open:  # noqa: N801 - the name safetensors users know
         def read_at(offset: int, length: int) -> memoryview:
             return view[offset : offset + length]
 
-        self._view, self._read_at = view, read_at
+        self._view, self.read_at = view, read_at
         try:
             self.header = read_header(read_at, size)
         except BaseException:
@@ -201,24 +232,34 @@ class safe_open:  # noqa: N801 - the name safetensors users know
             raise KeyError(f"no tensor named {name!r}") from None
 
     def upload(self) -> None:
-        """Copy the whole compressed data section to the GPU once (device="cuda")."""
+        """Copy the whole compressed data section to the GPU once (``backend="cupy"``)."""
         from .gpu import upload
 
         start = self.header.data_offset
         self._device_data = upload(self._view[start : start + self.header.data_size])
 
-    def get_tensor(self, name: str) -> np.ndarray:
-        if self.device == "cuda":
-            from .gpu import decode_tensor as gpu_decode
+    def decode(self, record: TensorRecord, rows: tuple[int, int] | None = None):
+        """Decode ``record``, or its rows ``rows[0]`` to ``rows[1] - 1``, within ``max_output_size``."""
+        if self.max_output_size is not None:
+            elements = record.elements
+            if rows is not None:  # rows of the leading dimension (raw) or icq rows
+                leading = record.shape[0] if record.coding == CODING_RAW else record.rows
+                elements = (rows[1] - rows[0]) * (record.elements // leading if leading else 0)
+            size = elements * dtypes.item_size(record.dtype)
+            if size > self.max_output_size:
+                raise ValueError(f"decoded size {size} bytes is above max_output_size={self.max_output_size}")
+        return decode_tensor(self.header, record, self.read_at, rows, backend=self.backend,
+                             device_data=self._device_data)  # fmt: skip
 
-            return gpu_decode(self.header, self.record(name), self._read_at, device_data=self._device_data)
-        return decode_tensor(self.header, self.record(name), self._read_at, backend=self.backend)
+    def get_tensor(self, name: str) -> np.ndarray:
+        return self.decode(self.record(name))
 
     def get_slice(self, name: str) -> _Slice:
         return _Slice(self, self.record(name))
 
     def check_padding(self) -> None:
-        _check_payload_padding(self.header, self._read_at)
+        """9.2 step 10: the padding between payloads (after decoding every tensor)."""
+        check_payload_padding(self.header, self.read_at)
 
 
 class _Slice:
@@ -236,9 +277,8 @@ class _Slice:
             raise TypeError("get_slice supports [start:stop] on the leading dimension only")
         start, stop, _ = index.indices(record.shape[0])
         stop = max(start, stop)
-        if record.coding != 0 and len(record.shape) == 1:  # one icq row: decode it, then cut it
+        if record.coding != CODING_RAW and len(record.shape) == 1:  # one icq row: decode it, then cut it
             return self.owner.get_tensor(record.name)[start:stop]
-        inner = 1 if record.coding == 0 else record.rows // record.shape[0]
-        rows = (start * inner, stop * inner)
-        out = decode_tensor(self.owner.header, record, self.owner._read_at, rows=rows, backend=self.owner.backend)
+        inner = 1 if record.coding == CODING_RAW else record.rows // record.shape[0]
+        out = self.owner.decode(record, (start * inner, stop * inner))
         return out.reshape((stop - start, *record.shape[1:]))

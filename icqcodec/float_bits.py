@@ -10,10 +10,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_JIT = dict(cache=True, nogil=True)
+from .jit import JIT
 
 
-@nb.njit(**_JIT)
+@nb.njit(**JIT)
 def f32_to_f16_bits(value: np.float32) -> np.uint16:
     """binary16 pattern of a finite binary32, round to nearest even; overflow gives infinity."""
     u = np.uint32(np.array([value], dtype=np.float32).view(np.uint32)[0])
@@ -38,14 +38,14 @@ def f32_to_f16_bits(value: np.float32) -> np.uint16:
     return np.uint16(sign | ((rounded - np.uint32(0x38000000)) >> 13))
 
 
-@nb.njit(**_JIT)
+@nb.njit(**JIT)
 def f32_to_bf16_bits(value: np.float32) -> np.uint16:
     """bfloat16 pattern of a finite binary32: ``(u + 0x7FFF + ((u >> 16) & 1)) >> 16``."""
     u = np.uint32(np.array([value], dtype=np.float32).view(np.uint32)[0])
     return np.uint16((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**JIT)
 def f16_bits_to_f32(bits: np.uint16) -> np.float32:
     """Exact binary32 value of a binary16 pattern."""
     h = np.uint32(bits)
@@ -62,6 +62,6 @@ def f16_bits_to_f32(bits: np.uint16) -> np.float32:
     return np.array([u], dtype=np.uint32).view(np.float32)[0]
 
 
-@nb.njit(**_JIT)
+@nb.njit(**JIT)
 def f16_is_finite(bits: np.uint16) -> bool:
     return (np.uint32(bits) & np.uint32(0x7C00)) != np.uint32(0x7C00)

@@ -13,8 +13,7 @@ import numpy as np
 
 from icqcodec import files
 from icqcodec.bitstream import unpack
-from icqcodec.container import read_header, tensor_layout
-from icqcodec.decode import _bytes_reader
+from icqcodec.container import bytes_reader, read_header, tensor_layout
 from icqcodec.encode import EncodeOptions, assemble, encode_tensor
 from icqcodec.index_coding import decode_segment, segment_bounds
 
@@ -45,7 +44,7 @@ def hexdump(data: bytes, start: int, end: int) -> str:
 
 def render() -> str:
     data = example_file()
-    header = read_header(*_bytes_reader(data))
+    header = read_header(*bytes_reader(data))
     record = header.tensors[0]
     p = record.params
     layout = tensor_layout(record, header.chunk_log2)

@@ -7,6 +7,18 @@ import icqcodec
 from icqcodec import files
 
 
+def host(array, dtype=None) -> np.ndarray:
+    """A decoded array on the host: CuPy arrays copied back, their bit patterns (CuPy has no
+    bfloat16 or float8) viewed as ``dtype``."""
+    if type(array).__module__.startswith("cupy"):
+        import cupy
+
+        array = cupy.asnumpy(array)
+        if dtype is not None and array.dtype != dtype:
+            array = array.view(dtype)
+    return array
+
+
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     """Bitwise equality of two arrays (NaN payloads and signed zeros included)."""
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from icqcodec.decode import BACKENDS
+from icqcodec.gpu import available as gpu_available
 
 # the conformance package (vectors, invariants) beside the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -15,18 +16,9 @@ settings.register_profile("icq", deadline=None, suppress_health_check=[HealthChe
 settings.load_profile("icq")
 
 
-def _cupy_ready() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=[b for b in BACKENDS if b != "cupy"])
+@pytest.fixture(params=[b for b in BACKENDS if b != "cupy" or gpu_available()])
 def backend(request):
-    """Every CPU decoding backend."""
+    """Every decoding backend this machine runs: cupy only with CuPy and a GPU."""
     return request.param
 
 

@@ -36,9 +36,11 @@ def encodings(draw):
 def valid_streams(draw):
     """ICQ files built field by field from random codes, parameters and positions (not from the
     encoder): any f16 parameters, levels that overflow float16, every gap width and segment size."""
-    from icqcodec.container import IcqParams, TensorRecord, codebook_size_for
-    from icqcodec.encode import assemble, pack_fields
+    from icqcodec.container import TensorRecord
+    from icqcodec.encode import assemble
+    from icqcodec.icq_params import IcqParams, codebook_size_for
     from icqcodec.index_coding import encode_segment, segment_bounds
+    from icqcodec.jit import pack_fields
 
     rows, cols = draw(st.integers(1, 5)), draw(st.integers(1, 90))
     bits = draw(st.integers(1, 8))

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from icqcodec.bitstream import bits_are_zero, packed_size, unpack
-from icqcodec.encode import pack_fields
+from icqcodec.jit import pack_fields
 
 
 def test_spec_examples():

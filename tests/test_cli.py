@@ -1,4 +1,4 @@
-"""The command line (issue: icqcodec command line): real model files, shards, bfloat16, failures."""
+"""The command line: real model files, shards, bfloat16, failures."""
 
 import errno
 import json
@@ -37,9 +37,10 @@ def test_real_model_end_to_end(tmp_path, minilm, bits):
     original = load_safetensors(str(minilm))
     assert {t["name"] for t in report["tensors"]} == set(original)
     quantized = {t["name"] for t in report["tensors"] if t["coding"] == "icq"}
-    assert all(t["bits"] == bits for t in report["tensors"] if t["coding"] == "icq")
+    widths = {t["name"]: t["bits"] for t in report["tensors"] if t["coding"] == "icq"}
+    assert set(widths.values()) == {bits}, widths
     assert len(quantized) == 39  # 36 encoder matrices, 3 embedding tables
-    assert "ok" in run("verify", icq).output
+    assert run("verify", icq).output == f"{icq}: ok, {len(original)} tensors conform to ICQ format 1.0\n"
     run("decode", icq, out)
     decoded = load_safetensors(str(out))
     reference = files.load_file(icq)
@@ -171,3 +172,18 @@ def test_version_and_help():
 
 def test_minilm_is_the_real_file(minilm):
     assert Path(minilm).stat().st_size > 80_000_000
+
+
+def test_inspect_into_a_closed_pipe_exits_quietly(tmp_path):
+    """``icqcodec inspect FILE | head -1``: no "Broken pipe" message, the exit status of SIGPIPE."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "many.icq"
+    files.save_file({f"t{i:04d}": np.zeros(1, np.float32) for i in range(3000)}, path)
+    process = subprocess.Popen([sys.executable, "-m", "icqcodec.cli", "inspect", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert process.stdout.readline().startswith(str(path).encode())
+    process.stdout.close()  # the reader leaves before the 3000 lines are written
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and stderr == b"", stderr

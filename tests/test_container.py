@@ -38,10 +38,9 @@ def test_fixed_header_fields(sample):
 
 
 def test_metadata_round_trip(sample):
-    from icqcodec.container import read_header
-    from icqcodec.decode import _bytes_reader
+    from icqcodec.container import bytes_reader, read_header
 
-    read_at, size = _bytes_reader(sample)
+    read_at, size = bytes_reader(sample)
     meta = read_header(read_at, size).metadata
     assert meta["format"] == "pt"
     assert meta["icq.encoder"] == "icqcodec"
@@ -49,10 +48,9 @@ def test_metadata_round_trip(sample):
 
 
 def test_payloads_are_aligned(sample):
-    from icqcodec.container import read_header
-    from icqcodec.decode import _bytes_reader
+    from icqcodec.container import bytes_reader, read_header
 
-    header = read_header(*_bytes_reader(sample))
+    header = read_header(*bytes_reader(sample))
     for record in header.tensors:
         assert (header.data_offset + record.offset) % 256 == 0
 
@@ -134,7 +132,8 @@ def test_header_field_rules(sample, offset, value, category):
 
 
 def test_duplicate_and_unordered_names_are_rejected():
-    from icqcodec.container import TensorRecord, build_payload, write_container
+    from icqcodec.container import TensorRecord
+    from icqcodec.container_writer import build_payload, write_container
 
     records, payloads = [], []
     for name in ("b", "a"):

@@ -13,15 +13,14 @@ from strategies import encodings, valid_streams, weight_arrays
 import icqcodec
 from icqcodec import dtypes
 from icqcodec.bitstream import unpack
-from icqcodec.container import read_header, tensor_layout
-from icqcodec.decode import _bytes_reader
+from icqcodec.container import bytes_reader, read_header, tensor_layout
 from icqcodec.index_coding import decode_segment, segment_bounds
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def parse(data: bytes):
-    header = read_header(*_bytes_reader(data))
+    header = read_header(*bytes_reader(data))
     record = header.tensors[0]
     layout = tensor_layout(record, header.chunk_log2)
     base = header.data_offset + record.offset

@@ -39,7 +39,7 @@ def test_sphinx_builds_without_warnings(tmp_path):
     import icqcodec
     from icqcodec import files
 
-    public = [f"icqcodec.{n}" for n in ("encode", "decode")] + [f"icqcodec.files.{n}" for n in files.__all__]
+    public = [f"icqcodec.{n}" for n in ("encode", "decode", *files.__all__)]
     public += [f"icqcodec.checkpoints.{n}" for n in ("encode_checkpoint", "decode_checkpoint")]
     public += [f"icqcodec.errors.{n}" for n in icqcodec.errors.__all__ if n != "ERROR_CLASSES"]
     for name in public:

@@ -31,11 +31,10 @@ def test_deterministic(rng):
 def test_outlier_count_per_row(rng):
     array = rng.standard_normal((7, 1000)).astype(np.float32)
     for ratio, expected in ((0.0, 0), (0.05, 50), (0.0004, 0), (0.0006, 1), (1.0, 1000)):
-        from icqcodec.container import read_header
-        from icqcodec.decode import _bytes_reader
+        from icqcodec.container import bytes_reader, read_header
 
         data = icqcodec.encode(array, outlier_ratio=ratio)
-        params = read_header(*_bytes_reader(data)).tensors[0].params
+        params = read_header(*bytes_reader(data)).tensors[0].params
         assert params.outliers == expected
 
 

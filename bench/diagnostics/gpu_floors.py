@@ -6,7 +6,7 @@ bits with its global reads left out (``FETCH_TWO``) or served from L2 (``FETCH_S
 decode with fewer codes per table entry, checked bit-exact against the default. Figures:
 bench/RESULTS.md.
 
-    python bench/gpu_floors.py [--variants]
+    python bench/diagnostics/gpu_floors.py [--variants]
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from pathlib import Path
 import cupy
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu import copy_bandwidth, event_time, kernel_variant, plan_of  # noqa: E402
+from gpu import copy_bandwidth, event_time, plan_of  # noqa: E402
 
 import icqcodec  # noqa: E402
+from icqcodec.gpu import KernelVariant, kernel_variant  # noqa: E402
 
 _STORES = r"""
 extern "C" __global__ void stores(uint4* out, long long chunks, int evict_first) {
@@ -43,7 +44,7 @@ extern "C" __global__ void stores(uint4* out, long long chunks, int evict_first)
 
 def decode_time(plan, out, defines: tuple[str, ...]) -> float:
     """Median seconds of ``plan.run`` with the segments kernel compiled with ``defines``."""
-    with kernel_variant(defines):
+    with kernel_variant(KernelVariant(defines)):
         return event_time(lambda: plan.run(out), 30)
 
 

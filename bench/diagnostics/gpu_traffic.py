@@ -7,7 +7,7 @@ copies, or plain loads into registers two items ahead), from L2 (the first item'
 none, and items in contiguous runs per warp (the decoder's order) or
 strided over all warps (neighbouring warps on neighbouring items). Figures: bench/RESULTS.md.
 
-    python bench/gpu_traffic.py
+    python bench/diagnostics/gpu_traffic.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import cupy
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu import copy_bandwidth, event_time  # noqa: E402
 

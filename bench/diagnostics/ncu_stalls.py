@@ -1,7 +1,7 @@
 """Where a kernel's warps stall, per SASS instruction, from an Nsight Compute report with source
 counters (``ncu --section SourceCounters --section WarpStateStats -o REPORT ...``).
 
-    python bench/ncu_stalls.py REPORT.ncu-rep [TOP]
+    python bench/diagnostics/ncu_stalls.py REPORT.ncu-rep [TOP]
 """
 
 from __future__ import annotations
