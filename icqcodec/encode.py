@@ -24,7 +24,9 @@ from .constants import (
     KIND_CODEBOOK,
     KIND_UNIFORM,
     MAX_BITS,
+    MAX_SEGMENT_LOG2,
     MIN_BITS,
+    MIN_SEGMENT_LOG2,
 )
 from .container import TensorRecord
 from .container_writer import build_payload, write_container
@@ -55,6 +57,10 @@ class EncodeOptions:
             raise ValueError(f"outlier_ratio must be within 0 and 1, got {self.outlier_ratio!r}")
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"quantizer must be one of {sorted(QUANTIZERS)}, got {self.quantizer!r}")
+        if not isinstance(self.segment_log2, (int, np.integer)) or not (
+            MIN_SEGMENT_LOG2 <= self.segment_log2 <= MAX_SEGMENT_LOG2
+        ):
+            raise ValueError(f"segment_log2 must be an integer from 4 to 24, got {self.segment_log2!r}")
 
     def to_json(self) -> str:
         return json.dumps(

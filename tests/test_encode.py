@@ -22,6 +22,14 @@ def test_golden_encodings(name):
     assert hashlib.sha256(produced).hexdigest() == hashlib.sha256(expected).hexdigest()
 
 
+@pytest.mark.parametrize("segment_log2", [3, 25, 10.0])
+def test_segment_log2_outside_the_spec_is_refused(segment_log2):
+    from icqcodec.encode import EncodeOptions
+
+    with pytest.raises(ValueError, match=f"segment_log2 must be an integer from 4 to 24, got {segment_log2!r}"):
+        EncodeOptions(segment_log2=segment_log2)
+
+
 def test_deterministic(rng):
     array = rng.standard_t(4, size=(40, 700)).astype(np.float32)
     for quantizer in ("uniform", "codebook"):
