@@ -63,10 +63,12 @@ class EncodeOptions:
             raise ValueError(f"segment_log2 must be an integer from 4 to 24, got {self.segment_log2!r}")
 
     def to_json(self) -> str:
+        """Every option, as the JSON of ``icq.encoder_options``."""
         return json.dumps(
-            {"bits": int(self.bits), "outlier_ratio": float(self.outlier_ratio), "quantizer": self.quantizer},
+            {"bits": int(self.bits), "outlier_ratio": float(self.outlier_ratio), "quantizer": self.quantizer,
+             "segment_log2": int(self.segment_log2)},
             sort_keys=True,
-        )
+        )  # fmt: skip
 
 
 # ---- the icq coding of one tensor ----------------------------------------------------------------

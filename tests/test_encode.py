@@ -30,6 +30,22 @@ def test_segment_log2_outside_the_spec_is_refused(segment_log2):
         EncodeOptions(segment_log2=segment_log2)
 
 
+def test_encoder_options_record_every_option():
+    import dataclasses
+    import json
+
+    from icqcodec.encode import EncodeOptions
+
+    options = EncodeOptions(bits=3, outlier_ratio=0.025, quantizer="codebook", segment_log2=8)
+    recorded = json.loads(options.to_json())
+    assert set(recorded) == {f.name for f in dataclasses.fields(EncodeOptions)}
+    assert EncodeOptions(**recorded) == options
+    from icqcodec.container import bytes_reader, read_header
+
+    header = read_header(*bytes_reader(icqcodec.encode(np.ones((4, 64), np.float32))))
+    assert json.loads(header.metadata["icq.encoder_options"])["segment_log2"] == 10
+
+
 def test_deterministic(rng):
     array = rng.standard_t(4, size=(40, 700)).astype(np.float32)
     for quantizer in ("uniform", "codebook"):
