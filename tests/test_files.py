@@ -57,7 +57,7 @@ def test_get_slice_reads_only_those_rows(tmp_path, tensors, backend):
 def test_existing_output_is_not_clobbered(tmp_path, tensors):
     path = tmp_path / "model.icq"
     path.write_bytes(b"precious")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True to replace it"):
         files.save_file(tensors, path)
     assert path.read_bytes() == b"precious"
     files.save_file(tensors, path, overwrite=True)
@@ -67,7 +67,7 @@ def test_existing_output_is_not_clobbered(tmp_path, tensors):
 
 def test_failed_write_leaves_nothing(tmp_path):
     path = tmp_path / "model.icq"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="tensor 'w': the icq coding needs finite values"):
         files.save_file({"w": np.full((4, 64), np.nan, np.float32)}, path, coding="icq")
     assert list(tmp_path.iterdir()) == []
 
@@ -75,7 +75,7 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_metadata_rules(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         files.save({"a": np.ones(2)}, metadata={"icq.encoder": "me"})
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="metadata keys and values must be str, got 'n': 1"):
         files.save({"a": np.ones(2)}, metadata={"n": 1})
     with pytest.raises(ValueError, match="non-empty"):
         files.save({"": np.ones(2)})
@@ -119,5 +119,5 @@ def test_offsets_beyond_4_gib(tmp_path):
 def test_load_rejects_garbage_file(tmp_path):
     path = tmp_path / "x.icq"
     path.write_bytes(b"not an icq file at all")
-    with pytest.raises(icqcodec.BadMagicError):
+    with pytest.raises(icqcodec.BadMagicError, match="does not start with the ICQ magic at offset 0"):
         files.load_file(path)

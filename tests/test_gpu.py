@@ -34,28 +34,29 @@ def gpu_bytes(array) -> bytes:
     return cupy.asnumpy(array).tobytes()
 
 
+def same(cpu: dict, device: dict) -> bool:
+    return cpu.keys() == device.keys() and all(cpu[k].tobytes() == gpu_bytes(device[k]) for k in cpu)
+
+
 @needs_gpu
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_golden_files_bit_exact(path):
     data = path.read_bytes()
-    cpu, device = files.load(data), files.load(data, backend="cupy")
-    assert all(cpu[k].tobytes() == gpu_bytes(device[k]) for k in cpu)
+    assert same(files.load(data), files.load(data, backend="cupy"))
 
 
 @needs_gpu
 @settings(max_examples=100)
 @given(valid_streams())
 def test_random_valid_streams_bit_exact(data):
-    cpu, device = files.load(data), files.load(data, backend="cupy")
-    assert all(cpu[k].tobytes() == gpu_bytes(device[k]) for k in cpu)
+    assert same(files.load(data), files.load(data, backend="cupy"))
 
 
 @needs_gpu
 def test_load_file_on_device(tmp_path, rng):
     tensors = {"w": rng.standard_normal((256, 1024)).astype(np.float32), "b": np.arange(7, dtype=np.int64)}
     files.save_file(tensors, tmp_path / "m.icq")
-    cpu, device = files.load_file(tmp_path / "m.icq"), files.load_file(tmp_path / "m.icq", backend="cupy")
-    assert all(cpu[k].tobytes() == gpu_bytes(device[k]) for k in cpu)
+    assert same(files.load_file(tmp_path / "m.icq"), files.load_file(tmp_path / "m.icq", backend="cupy"))
 
 
 def _encoded(w: np.ndarray, bits: int, segment_log2: int, dtype: str) -> bytes:
@@ -106,10 +107,6 @@ def test_segment_status_becomes_the_first_error_of_each_row():
     clean = np.zeros((4, 4), np.int64)
     assert not gpu.chain_flags(status[:1], clean[:1], expected=6)
     assert not clean.any()
-
-
-def same(cpu: dict, device: dict) -> bool:
-    return cpu.keys() == device.keys() and all(cpu[k].tobytes() == gpu_bytes(device[k]) for k in cpu)
 
 
 def outcome(data: bytes, backend: str):

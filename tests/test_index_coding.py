@@ -29,8 +29,9 @@ def test_chain_past_segment_end():
 
 
 def test_trailing_escape():
-    with pytest.raises(CorruptStreamError, match="escape"):
-        decode_segment([0, 3], 10, 2)
+    with pytest.raises(CorruptStreamError) as caught:
+        decode_segment([0, 3], 10, 2, where="row 4 segment 1: ")
+    assert str(caught.value) == "corrupt: row 4 segment 1: segment ends with an escape (spec section 8)"
 
 
 def test_segment_bounds():
