@@ -20,22 +20,13 @@ from importlib import resources
 import numpy as np
 
 from . import dtypes
+from . import payload_checks as checks
 from .bitstream import packed_size
 from .constants import CODING_RAW
 from .container import Header, ReadAt, TensorRecord
 from .errors import BackendUnavailableError
 from .jit import tail_is_zero
 from .payload import Payload
-from .payload_checks import (
-    CHAIN_COUNT,
-    OUT_F16,
-    OUT_F32,
-    gap_padding_error,
-    output_kind,
-    raise_first,
-    read_codebook,
-    segment_starts,
-)
 from .raw_coding import decode_raw
 
 __all__ = ["available", "decode_tensor", "upload", "Plan", "KernelVariant", "kernel_variant", "launch_shape",
@@ -115,7 +106,7 @@ def launch_shape(bits: int, out_kind: int, chain: bool, variant: KernelVariant =
     """The segments kernel for ``bits``, ``out_kind`` and whether it walks the gap chains: its
     name, warps per block, shared bytes."""
     warps = WARPS_PER_BLOCK
-    shared = warps * variant.warp_bytes(bits, 4 if out_kind == OUT_F32 else 2)
+    shared = warps * variant.warp_bytes(bits, 4 if out_kind == checks.OUT_F32 else 2)
     if shared > 48 * 1024:  # the default limit of dynamic shared memory per block
         warps, shared = 4, shared // 2
     return f"segments<{out_kind},{bits},{'true' if chain else 'false'}>", warps, shared
@@ -210,7 +201,7 @@ class Plan:
         count, cols, name = self.count, self.cols, self.name
 
         # Host-side checks, in the normative order, before any launch
-        books = read_codebook(payload)
+        books = checks.read_codebook(payload)
         if books is None:
             books = np.zeros(1, np.float32)
         params = np.frombuffer(payload.section("params", self.first * per_row * 2, count * per_row * 2), "<u2")
@@ -224,12 +215,12 @@ class Plan:
         if p.outliers:
             self.segments = -(-cols // p.segment)
             count_words = np.frombuffer(payload.section("counts"), "<u4").astype(np.uint32)
-            starts, chain_status = segment_starts(count_words, record.rows * self.segments, p.count_bits,
+            starts, chain_status = checks.segment_starts(count_words, record.rows * self.segments, p.count_bits,
                                                    p.total_symbols)  # fmt: skip
         if self.flags[:, :2].any() or chain_status:
-            raise_first(name, self.first, self.flags, chain_status, p.outliers)
+            checks.raise_first(name, self.first, self.flags, chain_status, p.outliers)
 
-        self.out_kind = output_kind(record.dtype)
+        self.out_kind = checks.output_kind(record.dtype)
         self.per_row = per_row
         self.d_params = cupy.asarray(params)
         self.d_codes = _section_on_device(cupy, payload, "codes", self.first * row_stride, count * row_stride,
@@ -256,7 +247,9 @@ class Plan:
 
     def empty_output(self):
         cupy = self.cupy
-        return cupy.empty((self.count, self.cols), dtype=cupy.uint32 if self.out_kind == OUT_F32 else cupy.uint16)
+        return cupy.empty(
+            (self.count, self.cols), dtype=cupy.uint32 if self.out_kind == checks.OUT_F32 else cupy.uint16
+        )
 
     def run(self, out) -> None:
         """Launch the kernels into ``out`` (no synchronization, no host work)."""
@@ -323,16 +316,16 @@ class Plan:
             return
         status = self.cupy.asnumpy(self.status)[: self.count * self.segments].reshape(self.count, self.segments)
         if chain_flags(status, self.flags, self.params.outliers):
-            raise_first(self.name, self.first, self.flags, 0, self.params.outliers)
+            checks.raise_first(self.name, self.first, self.flags, 0, self.params.outliers)
         if self.gap_padding_set:
-            raise gap_padding_error(self.name)
+            raise checks.gap_padding_error(self.name)
 
     def typed(self, out):
         """The output with its dtype (bfloat16 stays as uint16 bit patterns: CuPy has no bfloat16)."""
         shape = self.record.shape if self.whole else (self.count, self.cols)
-        if self.out_kind == OUT_F32:
+        if self.out_kind == checks.OUT_F32:
             out = out.view(self.cupy.float32)
-        elif self.out_kind == OUT_F16:
+        elif self.out_kind == checks.OUT_F16:
             out = out.view(self.cupy.float16)
         return out.reshape(shape)
 
@@ -348,7 +341,7 @@ def chain_flags(status: np.ndarray, flags: np.ndarray, expected: int) -> bool:
     flags[bad, 3] = segment
     found = status.sum(axis=1, dtype=np.int64)
     short = ~bad & (found != expected)
-    flags[short, 2] = CHAIN_COUNT
+    flags[short, 2] = checks.CHAIN_COUNT
     flags[short, 3] = found[short]
     return bool(bad.any() or short.any())
 

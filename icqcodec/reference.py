@@ -18,6 +18,7 @@ from .container import Header, ReadAt, TensorRecord, read_header
 from .errors import CorruptStreamError
 from .index_coding import decode_segment, segment_bounds
 from .payload import Payload
+from .raw_coding import bool_error, raw_rows
 from .scalar_codes import codebooks, inlier_levels, outlier_levels, to_output
 
 __all__ = ["load", "decode_tensor"]
@@ -76,21 +77,14 @@ def unpack_from_bit(data: bytes, skip: int, count: int, width: int) -> np.ndarra
 
 
 def decode_raw(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
-    """6.1 Raw: "the elements in row-major (C) order, each little-endian ... copied bit for bit"."""
+    """6.1 Raw: "the elements in row-major (C) order, each little-endian ... copied bit for bit"
+    (the rows' bytes: :func:`icqcodec.raw_coding.raw_rows`)."""
     record = body.record
-    dtype = dtypes.numpy_dtype(record.dtype)
-    shape = record.shape
-    if rows is None:
-        data = body.section("raw")
-    else:
-        inner = record.elements // shape[0] if shape and shape[0] else 0
-        start, stop = rows
-        data = body.section("raw", start * inner * dtype.itemsize, (stop - start) * inner * dtype.itemsize)
-        shape = (stop - start, *shape[1:])
+    data, shape = raw_rows(body, rows)
     # 3: "byte 0x00 is false, 0x01 true; any other byte is corrupt"
     if record.dtype == dtypes.BOOL and any(byte > 1 for byte in data):
-        raise CorruptStreamError(f"tensor {record.name!r}: bool byte other than 0 or 1", section="3")
-    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+        raise bool_error(record.name)
+    return np.frombuffer(data, dtype=dtypes.numpy_dtype(record.dtype)).reshape(shape).copy()
 
 
 # ---- 6.2 icq ----------------------------------------------------------------------------------------

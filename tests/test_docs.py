@@ -80,7 +80,7 @@ def test_python_examples_run(workdir, monkeypatch):
     examples = blocks("python")
     assert examples
     for guide, body in examples:
-        if "cuda" in body and not gpu.available():
+        if ("cuda" in body or "cupy" in body) and not gpu.available():
             continue  # GPU examples run where there is a GPU (tests/test_gpu.py covers the same calls)
         from icqcodec import files
 
