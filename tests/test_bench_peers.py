@@ -55,7 +55,7 @@ def test_e8p_is_16_bits_of_the_shifted_e8_lattice():
 def test_e8p_search_is_the_nearest_codeword():
     x = np.random.default_rng(3).standard_normal((300, 8)) * 1.1
     codebook = full_e8p_codebook()
-    brute, _ = quip_sharp._brute_force_search(x, codebook)
+    brute, _ = quip_sharp.brute_force_search(x, codebook)
     fast = quip_sharp.STAGES["e8p"](x)
     assert (((x - fast) ** 2).sum(1) == ((x - brute) ** 2).sum(1)).all()
 

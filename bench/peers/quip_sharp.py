@@ -131,7 +131,7 @@ def _e8p_search(x, sources):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _brute_force_search(x, codebook):  # pragma: no cover - compiled
+def brute_force_search(x, codebook):  # pragma: no cover - compiled
     out = np.empty_like(x)
     chosen = np.empty(x.shape[0], np.int64)
     for i in range(x.shape[0]):
@@ -154,7 +154,7 @@ def _e8p_nearest(x: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.nda
 
 STAGES = {  # E8P codes 2 bits/weight, the E8 roots 1 bit/weight
     "e8p": lambda x: _e8p_nearest(x, e8p_sources())[0],
-    "e8": lambda x: _brute_force_search(np.ascontiguousarray(x, np.float64), e8_roots())[0],
+    "e8": lambda x: brute_force_search(np.ascontiguousarray(x, np.float64), e8_roots())[0],
 }
 PLANS = {2: ("e8p",), 3: ("e8p", "e8"), 4: ("e8p", "e8p")}
 
