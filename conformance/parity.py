@@ -1,7 +1,8 @@
 """Decoder parity across a change: ``python -m conformance.parity record|check FILE [--backend B ...]``.
 
 For every conformance vector, every seeded mutation of the valid vectors (``--mutations``, 3,000 by
-default) and every file of a fuzz corpus folder (``--corpus``), the outcome of each backend: the
+default) and every file of a fuzz corpus folder (``--corpus``, by default the committed
+``conformance/fuzz/corpus``, found by the atheris target), the outcome of each backend: the
 error's category and whole message, or the decoded tensors' names, dtypes, shapes and SHA-256 of
 their bytes. ``record`` writes one digest per input and backend to FILE; ``check`` recomputes them
 and lists every input whose outcome changed. The mutations are the ones of :mod:`conformance.invariants`,
@@ -36,7 +37,7 @@ def inputs(mutations: int, corpus: Path | None) -> Iterator[tuple[str, bytes]]:
     rng = random.Random(SEED)
     for index in range(mutations):
         yield f"mutation/{index}", mutate(valid[rng.randrange(len(valid))], rng)
-    if corpus is not None:
+    if corpus is not None and corpus.is_dir():
         for path in sorted(p for p in corpus.iterdir() if p.is_file()):
             yield f"corpus/{path.name}", path.read_bytes()
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path)
     parser.add_argument("--backend", action="append", choices=["reference", "numba", "cupy"])
     parser.add_argument("--mutations", type=int, default=3000)
-    parser.add_argument("--corpus", type=Path, help="a folder of fuzz inputs")
+    parser.add_argument("--corpus", type=Path, default=HERE / "fuzz" / "corpus", help="a folder of fuzz inputs")
     args = parser.parse_args(argv)
     backends = args.backend or ["reference", "numba"]
     found = digests(backends, args.mutations, args.corpus)

@@ -106,8 +106,9 @@ def test_decodes_match_numpy_expectations():
 
 
 def test_decoder_outcomes_as_recorded():
-    """Every CPU decoder gives the recorded (category, message) or bits on the vectors and 3,000
-    seeded mutations (conformance/outcomes.json, rewritten only by an intended change)."""
+    """Every CPU decoder gives the recorded (category, message) or bits on the vectors, 3,000
+    seeded mutations and the fuzz corpus (conformance/outcomes.json, rewritten only by an intended
+    change)."""
     from conformance import parity
 
     assert parity.main(["check", str(ROOT / "conformance" / "outcomes.json")]) == 0
