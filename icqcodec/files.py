@@ -128,16 +128,16 @@ def _backend_of(backend: str, device: str | None, framework: str | None) -> str:
     """The one backend switch; ``device`` and ``framework`` are the deprecated ways to ask for CuPy."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    for argument, value, gpu in (("device", device, "cuda"), ("framework", framework, "cupy")):
+    for argument, value, cpu, gpu in (("device", device, ("cpu",), "cuda"),
+                                      ("framework", framework, ("numpy", "np"), "cupy")):  # fmt: skip
         if value is None:
             continue
         warnings.warn(f"{argument}= is deprecated and will be removed in 0.3.0; pass backend='cupy' for the GPU "
                       "or leave it out for the CPU", DeprecationWarning, stacklevel=3)  # fmt: skip
         if value == gpu:
             backend = "cupy"
-        elif value not in ("cpu", "numpy", "np"):
-            raise ValueError(f"{argument} must be {'cpu' if argument == 'device' else 'numpy'!r} or {gpu!r}, "
-                             f"got {value!r}")  # fmt: skip
+        elif value not in cpu:
+            raise ValueError(f"{argument} must be {cpu[0]!r} or {gpu!r}, got {value!r}")
     return backend
 
 
