@@ -9,18 +9,16 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import shutil
 import struct
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import dtypes
+from .atomic import atomic_directory, atomic_output
 from .constants import DEFAULT_CHUNK_LOG2, RESERVED_KEY_PREFIX
 from .container import TensorRecord
 from .container_writer import StreamWriter, build_payload
@@ -133,24 +131,6 @@ def _read_index(index: Path) -> tuple[dict[str, str], dict]:
 
 
 # ---- writing ---------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_output(path: Path, force: bool) -> Iterator:
-    """A temporary file beside ``path``, renamed onto it on success, removed on failure."""
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; use --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool | None:
@@ -313,29 +293,6 @@ def decode_checkpoint(source: Path, target: Path, *, dtype: str | None = None, f
         return [target]
     return _convert_shards(index, target, force, ".safetensors", SAFETENSORS_INDEX,
                            lambda src, dst: decode_file(src, dst, dtype=dtype, progress=progress))  # fmt: skip
-
-
-@contextmanager
-def atomic_directory(target: Path, force: bool) -> Iterator[Path]:
-    """A temporary directory beside ``target`` whose files replace ``target``'s on success only."""
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-        if target.exists():
-            clashes = [p.name for p in staging.iterdir() if (target / p.name).exists()]
-            if clashes and not force:
-                raise FileExistsError(f"{target / clashes[0]} exists; use --force to replace it")
-            for produced in staging.iterdir():
-                os.replace(produced, target / produced.name)
-            staging.rmdir()
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _write_index(path: Path, content: dict, force: bool) -> Path:

@@ -32,6 +32,7 @@ from .container import TensorRecord
 from .container_writer import build_payload, write_container
 from .fitting import CLIP_STARTS, REFITS, encode_rows, fit_codebook
 from .gap_planning import choose_gap_bits, gap_symbols, outlier_gaps
+from .hessian import DAMPING, ORDERS, Prepared, prepare, rounded_codes
 from .icq_params import IcqParams, codebook_size_for
 from .jit import KERNEL_LOCK, pack_fields, pack_rows
 
@@ -49,6 +50,8 @@ class EncodeOptions:
     outlier_ratio: float = 0.05
     quantizer: str = "uniform"
     segment_log2: int = DEFAULT_SEGMENT_LOG2
+    order: str = "activation"  # with calibration statistics: the order codes are chosen in
+    damping: float = DAMPING  # with statistics: of the mean diagonal of H, added to its diagonal
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, (int, np.integer)) or not MIN_BITS <= self.bits <= MAX_BITS:
@@ -61,12 +64,16 @@ class EncodeOptions:
             MIN_SEGMENT_LOG2 <= self.segment_log2 <= MAX_SEGMENT_LOG2
         ):
             raise ValueError(f"segment_log2 must be an integer from 4 to 24, got {self.segment_log2!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if not 0.0 < float(self.damping) <= 1.0:
+            raise ValueError(f"damping must be above 0 and at most 1, got {self.damping!r}")
 
     def to_json(self) -> str:
         """Every option, as the JSON of ``icq.encoder_options``."""
         return json.dumps(
             {"bits": int(self.bits), "outlier_ratio": float(self.outlier_ratio), "quantizer": self.quantizer,
-             "segment_log2": int(self.segment_log2)},
+             "segment_log2": int(self.segment_log2), "order": self.order, "damping": float(self.damping)},
             sort_keys=True,
         )  # fmt: skip
 
@@ -74,8 +81,11 @@ class EncodeOptions:
 # ---- the icq coding of one tensor ----------------------------------------------------------------
 
 
-def encode_icq(array: np.ndarray, options: EncodeOptions) -> tuple[IcqParams, dict[str, bytes], float]:
-    """Code one floating-point array; returns its parameters, body sections and squared error."""
+def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | None = None,
+               ) -> tuple[IcqParams, dict[str, bytes], float]:  # fmt: skip
+    """Code one floating-point array; returns its parameters, body sections and (weighted) squared
+    error. With a ``statistic`` (:func:`icqcodec.hessian.prepare`), its weights weigh the range fits
+    and the codebook, and a full H chooses the codes (Hessian-guided rounding)."""
     x = np.ascontiguousarray(array, dtype=np.float32)
     if x.ndim == 0 or x.size == 0:
         raise ValueError("the icq coding needs an array of rank >= 1 with at least one element")
@@ -90,19 +100,26 @@ def encode_icq(array: np.ndarray, options: EncodeOptions) -> tuple[IcqParams, di
     outliers = int(round(options.outlier_ratio * cols)) if bits > 0 else 0
     outliers = min(outliers, cols)
 
+    weights = np.ones(cols) if statistic is None else statistic.weights
+
     def rows_fit(inlier_base, outlier_base, uniform):
         with KERNEL_LOCK:
-            return encode_rows(x, outliers, bits, inlier_base, outlier_base, uniform, CLIP_STARTS, REFITS)
+            return encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, CLIP_STARTS, REFITS)
 
     if kind == KIND_CODEBOOK:
-        inlier_base, outlier_base = fit_codebook(x, outliers, bits, rows_fit)
-        codes, params, positions, errors = rows_fit(inlier_base, outlier_base, False)
+        inlier_base, outlier_base = fit_codebook(x, weights, outliers, bits, rows_fit)
+        uniform = False
         book = np.concatenate([inlier_base, outlier_base if outliers else []]).astype("<f2")
     else:
-        uniform_in = np.arange(1 << bits, dtype=np.float64)
-        uniform_out = np.arange(1 << (bits - 1), dtype=np.float64)
-        codes, params, positions, errors = rows_fit(uniform_in, uniform_out, True)
+        inlier_base = np.arange(1 << bits, dtype=np.float64)
+        outlier_base = np.arange(1 << (bits - 1), dtype=np.float64)
+        uniform = True
         book = None
+    codes, params, positions, errors = rows_fit(inlier_base, outlier_base, uniform)
+    if statistic is not None and statistic.factor is not None:
+        with KERNEL_LOCK:
+            codes = rounded_codes(x, statistic.order, statistic.factor, params, positions, bits, inlier_base,
+                                  outlier_base, uniform)  # fmt: skip
 
     sections = {}
     if book is not None:
@@ -168,8 +185,13 @@ def default_output_dtype(source: int) -> int:
 
 
 def encode_tensor(name: str, array: np.ndarray, options: EncodeOptions, *, coding: str = "auto",
-                  dtype: str | None = None) -> tuple[TensorRecord, dict[str, bytes]]:  # fmt: skip
-    """The directory record (without offset and size) and body sections of one tensor."""
+                  dtype: str | None = None, statistic: np.ndarray | None = None,
+                  ) -> tuple[TensorRecord, dict[str, bytes]]:  # fmt: skip
+    """The directory record (without offset and size) and body sections of one tensor.
+
+    ``statistic``: the second moment of the tensor's input, ``(cols, cols)`` or its diagonal
+    ``(cols,)`` (:mod:`icqcodec.calibration`), for an icq-coded tensor; ignored for a raw one.
+    """
     if coding not in CODINGS:
         raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
     array = np.asarray(array)
@@ -183,8 +205,13 @@ def encode_tensor(name: str, array: np.ndarray, options: EncodeOptions, *, codin
     if output not in dtypes.ICQ_OUTPUT_CODES:
         raise ValueError(f"dtype must be float16, bfloat16 or float32 for the icq coding, got {dtype!r}")
     try:
-        params, sections, _ = encode_icq(array, options)
+        prepared = None
+        if statistic is not None:
+            prepared = prepare(statistic, array.shape[-1], damping=options.damping, order=options.order, name=name)
+        params, sections, _ = encode_icq(array, options, prepared)
     except ValueError as error:
+        if str(error).startswith(f"tensor {name!r}"):
+            raise
         raise ValueError(f"tensor {name!r}: {error}") from None
     return TensorRecord(name, output, source, CODING_ICQ, tuple(array.shape), params=params), sections
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dtypes
+from .atomic import write_atomically
 from .constants import CODING_RAW, RESERVED_KEY_PREFIX
 from .container import TensorRecord, bytes_reader, read_header
 from .decode import BACKENDS, check_output_size, decode_tensor
@@ -103,25 +103,6 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *, ove
     if options:
         raise TypeError(f"unexpected options: {', '.join(options)}")
     write_atomically(path, pieces, overwrite=overwrite)
-
-
-def write_atomically(path: Path, pieces, *, overwrite: bool) -> None:
-    """Write ``pieces`` to a temporary file beside ``path``, flush it, then rename it into place."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for piece in pieces:
-                out.write(piece)
-            out.flush()
-            os.fsync(out.fileno())
-        if not overwrite and path.exists():
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _backend_of(backend: str, device: str | None, framework: str | None) -> str:

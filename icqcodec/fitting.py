@@ -15,7 +15,7 @@ import numpy as np
 from .float_bits import f16_bits_to_f32, f32_to_f16_bits
 from .jit import JIT
 
-__all__ = ["CLIP_STARTS", "REFITS", "LLOYD_ROUNDS", "encode_rows", "fit_codebook"]
+__all__ = ["CLIP_STARTS", "REFITS", "LLOYD_ROUNDS", "nearest", "level", "encode_rows", "fit_codebook"]
 
 CLIP_STARTS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])  # fractions of the min-max range to start from
 REFITS = 6  # least-squares refits per start
@@ -29,7 +29,7 @@ def _to_f16(value: float) -> float:
 
 
 @nb.njit(**JIT)
-def _nearest(value, offset, scale, base, uniform):
+def nearest(value, offset, scale, base, uniform):
     """Index of the level ``offset + base[k] * scale`` nearest to ``value`` (base ascending)."""
     last = base.size - 1
     if scale <= 0.0 or last == 0:
@@ -49,7 +49,7 @@ def _nearest(value, offset, scale, base, uniform):
 
 
 @nb.njit(**JIT)
-def _level(offset, scale, base_value):
+def level(offset, scale, base_value):
     # the decoder's arithmetic (spec section 7): binary32, exact product, one rounding
     return np.float32(offset) + np.float32(base_value) * np.float32(scale)
 
@@ -74,8 +74,8 @@ def _cell_sums(counts, prefix, lo, width, offset, scale, base):
         count = counts[end] - counts[begin]
         if count > 0:
             s1 = prefix[end] - prefix[begin]
-            level = np.float64(_level(offset, scale, base[k]))
-            error += count * level * level - 2.0 * level * s1
+            value = np.float64(level(offset, scale, base[k]))
+            error += count * value * value - 2.0 * value * s1
             sb += count * base[k]
             sbb += count * base[k] * base[k]
             sx += s1
@@ -88,8 +88,9 @@ HISTOGRAM_BINS = 2048
 
 
 @nb.njit(**JIT)
-def _fit_range(values, base, starts, refits):
-    """Fit ``f16`` (offset, scale) minimizing squared error of ``values`` against the levels.
+def _fit_range(values, weights, base, starts, refits):
+    """Fit ``f16`` (offset, scale) minimizing the ``weights``-weighted squared error of ``values``
+    against the levels (weights of 1: plain squared error; the same arithmetic, so the same result).
 
     Returns (offset, scale). Alternates nearest-level assignment and a least-squares refit of offset
     and scale, from each clipped start; parameters are rounded to ``f16`` before assignment.
@@ -97,9 +98,10 @@ def _fit_range(values, base, starts, refits):
     n = values.size
     if n == 0:
         return 0.0, 0.0
-    lo, hi, total = values[0], values[0], 0.0
-    for v in values:
-        lo, hi, total = min(lo, v), max(hi, v), total + v
+    lo, hi, total, n = values[0], values[0], 0.0, 0.0
+    for k in range(values.size):
+        v = values[k]
+        lo, hi, total, n = min(lo, v), max(hi, v), total + weights[k] * v, n + weights[k]
     mean = total / n
     span = base[base.size - 1] - base[0]
     if span <= 0.0 or hi <= lo:  # a single level: the mean is optimal
@@ -109,10 +111,11 @@ def _fit_range(values, base, starts, refits):
     inverse_width = 1.0 / width
     counts = np.zeros(bins + 1)
     prefix = np.zeros(bins + 1)
-    for v in values:
+    for k in range(values.size):
+        v = values[k]
         i = min(int((v - lo) * inverse_width), bins - 1) + 1
-        counts[i] += 1.0
-        prefix[i] += v
+        counts[i] += weights[k]
+        prefix[i] += weights[k] * v
     for i in range(bins):
         counts[i + 1] += counts[i]
         prefix[i + 1] += prefix[i]
@@ -186,8 +189,9 @@ def _select_outliers(row, count, out):
 
 
 @nb.njit(parallel=True, **JIT)
-def encode_rows(x, outliers, bits, inlier_base, outlier_base, uniform, starts, refits):
-    """Codes, f16 parameter bits, outlier columns and squared error of every row."""
+def encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, starts, refits):
+    """Codes, f16 parameter bits, outlier columns and ``weights``-weighted squared error of every
+    row; ``weights`` (one per column, positive) weigh the range fits too."""
     rows, cols = x.shape
     codes = np.zeros((rows, cols), dtype=np.uint8)
     params = np.zeros((rows, 4), dtype=np.uint16)
@@ -201,36 +205,39 @@ def encode_rows(x, outliers, bits, inlier_base, outlier_base, uniform, starts, r
         for k in range(outliers):
             is_outlier[positions[r, k]] = True
         inliers = np.empty(cols - outliers, dtype=np.float64)
+        inlier_weights = np.empty(cols - outliers, dtype=np.float64)
         magnitudes = np.empty(outliers, dtype=np.float64)
+        magnitude_weights = np.empty(outliers, dtype=np.float64)
         i = j = 0
         for c in range(cols):
             if is_outlier[c]:
                 magnitudes[j] = abs(row[c])
+                magnitude_weights[j] = weights[c]
                 j += 1
             else:
                 inliers[i] = row[c]
+                inlier_weights[i] = weights[c]
                 i += 1
         o_offset = o_scale = 0.0
-        offset, scale = _fit_range(inliers, inlier_base, starts, refits)
+        offset, scale = _fit_range(inliers, inlier_weights, inlier_base, starts, refits)
         params[r, 0] = f32_to_f16_bits(np.float32(offset))
         params[r, 1] = f32_to_f16_bits(np.float32(scale))
         if outliers:
-            o_offset, o_scale = _fit_range(magnitudes, outlier_base, starts, refits)
+            o_offset, o_scale = _fit_range(magnitudes, magnitude_weights, outlier_base, starts, refits)
             params[r, 2] = f32_to_f16_bits(np.float32(o_offset))
             params[r, 3] = f32_to_f16_bits(np.float32(o_scale))
         total = 0.0
         for c in range(cols):
             v = row[c]
             if is_outlier[c]:
-                m = _nearest(abs(v), o_offset, o_scale, outlier_base, uniform)
+                m = nearest(abs(v), o_offset, o_scale, outlier_base, uniform)
                 codes[r, c] = m | (sign_bit if v < 0.0 or (v == 0.0 and np.signbit(v)) else 0)
-                level = _level(o_offset, o_scale, outlier_base[m])
-                d = abs(v) - level
+                d = abs(v) - level(o_offset, o_scale, outlier_base[m])
             else:
-                q = _nearest(v, offset, scale, inlier_base, uniform)
+                q = nearest(v, offset, scale, inlier_base, uniform)
                 codes[r, c] = q
-                d = v - _level(offset, scale, inlier_base[q])
-            total += d * d
+                d = v - level(offset, scale, inlier_base[q])
+            total += weights[c] * d * d
         errors[r] = total
     return codes, params, positions, errors
 
@@ -239,17 +246,18 @@ def encode_rows(x, outliers, bits, inlier_base, outlier_base, uniform, starts, r
 
 
 @nb.njit(**JIT)
-def _lloyd(samples, levels, rounds):
-    """1-D k-means from ascending ``levels``; returns ascending levels."""
+def _lloyd(samples, weights, levels, rounds):
+    """Weighted 1-D k-means from ascending ``levels``; returns ascending levels."""
     levels = levels.copy()
     k = levels.size
     for _ in range(rounds):
         sums = np.zeros(k)
         counts = np.zeros(k)
-        for v in samples:
-            j = _nearest(v, 0.0, 1.0, levels, False)
-            sums[j] += v
-            counts[j] += 1.0
+        for n in range(samples.size):
+            v = samples[n]
+            j = nearest(v, 0.0, 1.0, levels, False)
+            sums[j] += weights[n] * v
+            counts[j] += weights[n]
         for j in range(k):
             if counts[j] > 0:
                 levels[j] = sums[j] / counts[j]
@@ -258,11 +266,14 @@ def _lloyd(samples, levels, rounds):
 
 
 @nb.njit(parallel=True, **JIT)
-def _normalized(x, params, positions, outliers):
-    """Each element as a position on its range's base axis: ``(x - offset) / scale``."""
+def _normalized(x, weights, params, positions, outliers):
+    """Each element as a position on its range's base axis, ``(x - offset) / scale``, and its
+    column's weight."""
     rows, cols = x.shape
     inl = np.full((rows, cols - outliers), np.nan)
     out = np.full((rows, max(outliers, 1)), np.nan)
+    inl_weights = np.zeros((rows, cols - outliers))
+    out_weights = np.zeros((rows, max(outliers, 1)))
     for r in nb.prange(rows):
         offset, scale = f16_bits_to_f32(params[r, 0]), f16_bits_to_f32(params[r, 1])
         o_offset, o_scale = f16_bits_to_f32(params[r, 2]), f16_bits_to_f32(params[r, 3])
@@ -271,31 +282,35 @@ def _normalized(x, params, positions, outliers):
             if k < outliers and positions[r, k] == c:
                 if o_scale > 0:
                     out[r, k] = (abs(x[r, c]) - o_offset) / o_scale
+                out_weights[r, k] = weights[c]
                 k += 1
             else:
                 if scale > 0:
                     inl[r, i] = (x[r, c] - offset) / scale
+                inl_weights[r, i] = weights[c]
                 i += 1
-    return inl, out
+    return inl, out, inl_weights, out_weights
 
 
-def fit_codebook(x, outliers, bits, rows_fit):
-    """Shared inlier and outlier levels by alternating Lloyd over normalized values and row fits."""
+def fit_codebook(x, weights, outliers, bits, rows_fit):
+    """Shared inlier and outlier levels by alternating Lloyd over normalized values (weighted by
+    their columns' ``weights``) and row fits."""
     inlier_base = np.arange(1 << bits, dtype=np.float64)
     outlier_base = np.arange(1 << (bits - 1), dtype=np.float64)
     for _ in range(LLOYD_ROUNDS):
         _, params, positions, _ = rows_fit(inlier_base, outlier_base, False)
-        inl, out = _normalized(x, params, positions, outliers)
-        inlier_base = _book_from(inl, inlier_base)
+        inl, out, inl_weights, out_weights = _normalized(x, weights, params, positions, outliers)
+        inlier_base = _book_from(inl, inl_weights, inlier_base)
         if outliers and outlier_base.size > 1:
-            outlier_base = _book_from(out, outlier_base)
+            outlier_base = _book_from(out, out_weights, outlier_base)
     return inlier_base, outlier_base
 
 
-def _book_from(normalized, base):
-    samples = normalized[np.isfinite(normalized)]
+def _book_from(normalized, weights, base):
+    finite = np.isfinite(normalized)
+    samples, sample_weights = normalized[finite], weights[finite]
     step = max(1, samples.size // 1_000_000)  # a deterministic subsample bounds the cost
-    levels = _lloyd(samples[::step], base, 10)
+    levels = _lloyd(samples[::step], sample_weights[::step], base, 10)
     levels = levels - levels[0]
     if levels[-1] > 0:
         levels *= (base.size - 1) / levels[-1]  # same span as the uniform kind

@@ -1,0 +1,91 @@
+"""Calibration statistics files: the second moments of each linear layer's input, for the encoder
+(spec section 10, informative).
+
+A statistics file is a safetensors file. Each tensor is keyed by the weight name it serves (as in
+the model's state dict) and is ``E[x x^T]`` of that layer's input, float32, ``(in, in)``, or its
+diagonal ``E[x_j^2]``, ``(in,)``. Layers that read the same input (attention q/k/v, MLP gate/up)
+share one statistic, stored once under the first name; the metadata key ``icq.statistics`` holds
+JSON: ``{"format": 1, "tokens": {name: tokens seen}, "aliases": {name: name it shares}}``.
+
+Reading needs numpy and safetensors only; collecting them needs torch (:mod:`icqcodec.statistics`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save
+
+from .atomic import write_atomically
+from .errors import InputError
+
+__all__ = ["STATISTICS_KEY", "Statistics", "load_statistics", "save_statistics"]
+
+STATISTICS_KEY = "icq.statistics"
+FORMAT = 1
+
+
+@dataclass
+class Statistics:
+    """Second moments by weight name; ``aliases`` maps a name to the name whose statistic it shares."""
+
+    moments: dict[str, np.ndarray]
+    tokens: dict[str, int] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return sorted({*self.moments, *self.aliases})
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.moments.get(self.aliases.get(name, name))
+
+    def check(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """InputError naming the first statistic with no tensor of that name, or whose size is not
+        the tensor's last dimension (its input size)."""
+        for name in self.names():
+            if name not in shapes:
+                raise InputError(f"calibration statistic {name!r} names no tensor of the checkpoint")
+            shape, cols = self.get(name).shape, shapes[name][-1] if shapes[name] else 1
+            if shape not in ((cols,), (cols, cols)):
+                raise InputError(f"calibration statistic {name!r} has shape {shape}; tensor {name!r} of shape "
+                                 f"{tuple(shapes[name])} needs ({cols},) or ({cols}, {cols})")  # fmt: skip
+
+
+def load_statistics(path: str | os.PathLike) -> Statistics:
+    """Read a statistics file; InputError for one that is not."""
+    try:
+        moments = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        info = json.loads(metadata.get(STATISTICS_KEY, "{}"))
+    except (OSError, ValueError, RuntimeError) as error:  # safetensors raises its own errors as these
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise InputError(f"{path}: not a calibration statistics file ({error})") from None
+    except Exception as error:  # safetensors' SafetensorError derives from Exception only
+        raise InputError(f"{path}: not a calibration statistics file ({error})") from None
+    if info.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{path}: statistics format {info.get('format')!r}; this version reads {FORMAT}")
+    aliases = {str(k): str(v) for k, v in info.get("aliases", {}).items()}
+    for name, target in aliases.items():
+        if target not in moments:
+            raise InputError(f"{path}: statistic {name!r} shares {target!r}, which the file does not hold")
+    for name, moment in moments.items():
+        if moment.ndim not in (1, 2) or (moment.ndim == 2 and moment.shape[0] != moment.shape[1]):
+            raise InputError(f"{path}: statistic {name!r} of shape {moment.shape} is neither (n,) nor (n, n)")
+    return Statistics(moments, {str(k): int(v) for k, v in info.get("tokens", {}).items()}, aliases)
+
+
+def save_statistics(path: str | os.PathLike, statistics: Statistics) -> None:
+    """Write a statistics file, atomically."""
+    info = {"format": FORMAT, "tokens": statistics.tokens, "aliases": statistics.aliases}
+    tensors = {name: np.ascontiguousarray(m, dtype=np.float32) for name, m in statistics.moments.items()}
+    data = save(tensors, metadata={STATISTICS_KEY: json.dumps(info, sort_keys=True)})
+    write_atomically(Path(path), [data], overwrite=True)
