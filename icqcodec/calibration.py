@@ -44,12 +44,16 @@ class Statistics:
     def get(self, name: str) -> np.ndarray | None:
         return self.moments.get(self.aliases.get(name, name))
 
-    def check(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        """InputError naming the first statistic with no tensor of that name, or whose size is not
-        the tensor's last dimension (its input size)."""
+    def check(self, shapes: Mapping[str, tuple[int, ...]], *, names: set[str] | None = None) -> None:
+        """InputError naming the first statistic with no tensor of that name among ``names`` (by
+        default the keys of ``shapes``), or whose size is not its tensor's last dimension (its input
+        size); tensors ``shapes`` does not hold are not checked for shape."""
+        known = set(shapes) if names is None else names
         for name in self.names():
-            if name not in shapes:
+            if name not in known:
                 raise InputError(f"calibration statistic {name!r} names no tensor of the checkpoint")
+            if name not in shapes:
+                continue
             shape, cols = self.get(name).shape, shapes[name][-1] if shapes[name] else 1
             if shape not in ((cols,), (cols, cols)):
                 raise InputError(f"calibration statistic {name!r} has shape {shape}; tensor {name!r} of shape "

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import dtypes
 from .atomic import atomic_directory, atomic_output
+from .calibration import Statistics
 from .constants import DEFAULT_CHUNK_LOG2, RESERVED_KEY_PREFIX
 from .container import TensorRecord
 from .container_writer import StreamWriter, build_payload
@@ -144,8 +145,11 @@ def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> 
 
 def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: str | None = None,
                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
-                progress: Progress | None = None) -> None:  # fmt: skip
-    """Encode one input file into one .icq file, tensor by tensor."""
+                progress: Progress | None = None, calibration: Statistics | None = None,
+                checkpoint_names: set[str] | None = None) -> None:  # fmt: skip
+    """Encode one input file into one .icq file, tensor by tensor; quantized tensors with a
+    ``calibration`` statistic are encoded with it. The statistics are checked against the file (or,
+    for a shard, against ``checkpoint_names``) before any output exists."""
     user = {k: v for k, v in source.metadata.items() if not k.startswith(RESERVED_KEY_PREFIX)}
     metadata = {**user, **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
     names = sorted(source.names, key=lambda n: n.encode("utf-8"))
@@ -158,10 +162,16 @@ def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: 
         code = dtypes.code_of(array.dtype)
         plan.append(TensorRecord(name, code, code, 1 if quantize else 0, tuple(array.shape)))
         del array
+    statistic = {}
+    if calibration is not None:
+        calibration.check({r.name: r.shape for r in plan}, names=checkpoint_names)
+        statistic = {r.name: calibration.get(r.name) for r in plan if r.coding and calibration.get(r.name) is not None}
+        metadata["icq.calibration"] = json.dumps({"tensors": len(statistic)})
     with atomic_output(target, force) as out:
         writer = StreamWriter(out, plan, metadata, chunk_log2=DEFAULT_CHUNK_LOG2)
         for name in names:  # pass 2: encode and write one tensor at a time
-            record, sections = encode_tensor(name, source.load(name), options, coding=codings[name], dtype=dtype)
+            record, sections = encode_tensor(name, source.load(name), options, coding=codings[name], dtype=dtype,
+                                             statistic=statistic.get(name))  # fmt: skip
             payload, table_crc = build_payload(record, sections, DEFAULT_CHUNK_LOG2)
             writer.add(_with_crc(record, table_crc), payload)
             if progress:
@@ -272,14 +282,18 @@ def _convert_shards(index: Path, target: Path, force: bool, suffix: str, index_n
 
 def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dtype: str | None = None,
                       include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
-                      progress: Progress | None = None) -> list[Path]:  # fmt: skip
+                      progress: Progress | None = None, calibration: Statistics | None = None) -> list[Path]:  # fmt: skip
     """Encode a file, or a sharded checkpoint (its index or directory) into a directory of .icq
-    shards with ``model.icq.index.json``. Returns the files written."""
-    kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress)
+    shards with ``model.icq.index.json``; with ``calibration`` statistics (:mod:`icqcodec.calibration`),
+    the quantized tensors they name are encoded with them. Returns the files written."""
+    kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress, calibration=calibration)
     index = _shard_index(source, SAFETENSORS_INDEX)
     if index is None:
         _encode_one(source, target, force, options, **kwargs)
         return [target]
+    if calibration is not None:
+        kwargs["checkpoint_names"] = set(_read_index(index)[0])
+        calibration.check({}, names=kwargs["checkpoint_names"])
     return _convert_shards(index, target, force, ".icq", ICQ_INDEX,
                            lambda src, dst: _encode_one(src, dst, False, options, **kwargs))  # fmt: skip
 

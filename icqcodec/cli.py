@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .encode import QUANTIZERS, EncodeOptions
 from .errors import IcqcodecError
+from .hessian import DAMPING, ORDERS
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a command killed by SIGPIPE
 OUTPUT_DTYPES = click.Choice(["float16", "bfloat16", "float32"])
@@ -70,18 +71,27 @@ def main(debug: bool) -> None:
 @click.option("--include", multiple=True, metavar="GLOB", help="Quantize tensors whose names match.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Store tensors whose names match losslessly.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
-def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force) -> None:
+@click.option("--calibration", type=click.Path(path_type=Path), metavar="STATS",
+              help="Statistics of the layers' inputs (icqcodec calibrate): Hessian-guided codes.")  # fmt: skip
+@click.option("--order", type=click.Choice(ORDERS), default="activation", show_default=True,
+              help="With --calibration: the order in which each row's codes are chosen.")  # fmt: skip
+@click.option("--damping", type=click.FloatRange(0, 1, min_open=True), default=DAMPING, show_default=True,
+              help="With --calibration: added to H's diagonal, as a fraction of its mean.")  # fmt: skip
+def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force, calibration, order,
+           damping) -> None:  # fmt: skip
     """Encode SOURCE (.safetensors, .npz, .npy, or a sharded checkpoint's index or directory) into
     TARGET (.icq, or a directory of .icq shards).
 
     By default floating-point tensors of rank >= 2 with at least 64 columns and 4096 finite
     elements are quantized; everything else is stored losslessly, bit for bit.
     """
+    from .calibration import load_statistics
     from .checkpoints import encode_checkpoint
 
-    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer)
+    statistics = load_statistics(calibration) if calibration else None
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
     written = encode_checkpoint(source, target, options, dtype=dtype, include=include, exclude=exclude, force=force,
-                                progress=_progress("encode"))  # fmt: skip
+                                progress=_progress("encode"), calibration=statistics)  # fmt: skip
     for path in written:
         click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
@@ -133,6 +143,84 @@ def inspect(file, as_json) -> None:
         click.echo(f"  {t['name']}  {'x'.join(map(str, t['shape'])) or 'scalar'}  {t['dtype']}  {coding}  "
                    f"{t['bits_per_weight']:.3f} bits/weight  {t['bytes']:,} bytes")  # fmt: skip
     click.echo(f"total: {elements:,} weights, {report['bits_per_weight']:.3f} bits/weight")
+
+
+def _llm():
+    """icqcodec.llm, or a one-line hint when PyTorch or transformers is missing."""
+    import importlib
+
+    try:
+        llm = importlib.import_module(f"{__package__}.llm")
+    except ImportError as error:
+        raise click.ClickException(f"this command needs PyTorch and transformers ({error.name or error} is missing): "
+                                   "pip install 'icqcodec[calibrate]'") from None  # fmt: skip
+    return llm
+
+
+def _calibration_options(command):
+    for decorator in reversed([
+        click.option("--text", type=click.Path(path_type=Path), required=True,
+                     help="Calibration text: UTF-8, or JSON lines with a 'text' field (.jsonl)."),
+        click.option("--tokens", type=click.IntRange(1), default=16384, show_default=True,
+                     help="Calibration tokens (the text's first)."),
+        click.option("--seq-len", type=click.IntRange(1), default=512, show_default=True,
+                     help="Tokens per calibration window."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        click.option("--diagonal-above", type=click.IntRange(1), default=16384, show_default=True,
+                     help="Keep only the diagonal of H for layers with more inputs."),
+    ]):  # fmt: skip
+        command = decorator(command)
+    return command
+
+
+def _windows(llm, model_path: Path, text: Path, tokens: int, seq_len: int, device: str):
+    model, tokenizer = llm.load_model(model_path, device)
+    return model, llm.token_windows(tokenizer, llm.read_text(text), tokens, seq_len)
+
+
+@main.command(cls=_Command)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("stats", type=click.Path(path_type=Path))
+@_calibration_options
+def calibrate(model, stats, text, tokens, seq_len, device, diagonal_above) -> None:
+    """Collect STATS, the second moments of every decoder linear's input, from MODEL (a transformers
+    causal LM directory or .gguf file) on the calibration text, layer by layer."""
+    llm = _llm()
+    from .calibration import save_statistics
+
+    loaded, windows = _windows(llm, model, text, tokens, seq_len, device)
+    found = llm.calibrate(loaded, windows, diagonal_above=diagonal_above, progress=_progress("calibrate"))
+    save_statistics(stats, found)
+    click.echo(f"wrote {stats} ({len(found.names())} weights, {windows.numel():,} tokens)")
+
+
+@main.command(cls=_Command)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--bits", type=click.IntRange(1, 8), default=2, show_default=True, help="Code width.")
+@click.option("--outlier-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True)
+@click.option("--quantizer", type=click.Choice(sorted(QUANTIZERS)), default="uniform", show_default=True)
+@click.option("--order", type=click.Choice(ORDERS), default="activation", show_default=True)
+@click.option("--damping", type=click.FloatRange(0, 1, min_open=True), default=DAMPING, show_default=True)
+@click.option("--dtype", type=OUTPUT_DTYPES, help="Output dtype of quantized tensors (default: the model's).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Also quantize (without statistics) these tensors.")
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+@_calibration_options
+def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, text, tokens,
+             seq_len, device, diagonal_above) -> None:  # fmt: skip
+    """Quantize MODEL into TARGET, one .icq file of its state dict: every decoder linear encoded with
+    the statistics of its inputs in the model whose earlier layers are already quantized; the
+    embeddings, the output head and the norms lossless unless --include names them."""
+    llm = _llm()
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; use --force to replace it")
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
+    loaded, windows = _windows(llm, model, text, tokens, seq_len, device)
+    encoded = llm.quantize(loaded, windows, options, dtype=dtype, diagonal_above=diagonal_above,
+                           progress=_progress("quantize"))  # fmt: skip
+    llm.save_checkpoint(loaded, encoded, target, options, include=include, force=force,
+                        metadata={"icq.calibration": f'{{"tokens": {windows.numel()}, "layer_by_layer": true}}'})  # fmt: skip
+    click.echo(f"wrote {target} ({target.stat().st_size:,} bytes, {len(encoded)} quantized linears)")
 
 
 @main.command(cls=_Command)

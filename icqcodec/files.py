@@ -17,36 +17,45 @@ import numpy as np
 
 from . import dtypes
 from .atomic import write_atomically
+from .calibration import Statistics, load_statistics
 from .constants import CODING_RAW, RESERVED_KEY_PREFIX
 from .container import TensorRecord, bytes_reader, read_header
 from .decode import BACKENDS, check_output_size, decode_tensor
 from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
+from .hessian import DAMPING
 from .payload import check_payload_padding
 
 __all__ = ["save", "load", "save_file", "load_file", "safe_open"]
 
 
 def _encode_all(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None, options: EncodeOptions,
-                coding: str | Mapping[str, str], dtype: str | None) -> list[bytes | memoryview]:  # fmt: skip
+                coding: str | Mapping[str, str], dtype: str | None,
+                calibration: Statistics | str | os.PathLike | None = None) -> list[bytes | memoryview]:  # fmt: skip
     user = dict(metadata or {})
     for key, value in user.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"metadata keys and values must be str, got {key!r}: {value!r}")
         if key.startswith(RESERVED_KEY_PREFIX):
             raise ValueError(f"metadata key {key!r}: keys starting with {RESERVED_KEY_PREFIX!r} are reserved")
+    if calibration is not None and not isinstance(calibration, Statistics):
+        calibration = load_statistics(calibration)
+    if calibration is not None:
+        calibration.check({name: np.shape(array) for name, array in tensors.items()})
     encoded = []
     for name, array in tensors.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
         tensor_coding = coding.get(name, "auto") if isinstance(coding, Mapping) else coding
-        encoded.append(encode_tensor(name, array, options, coding=tensor_coding, dtype=dtype))
+        statistic = None if calibration is None else calibration.get(name)
+        encoded.append(encode_tensor(name, array, options, coding=tensor_coding, dtype=dtype, statistic=statistic))
     full = {**user, **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
     return assemble(encoded, full)
 
 
 def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | None = None, bits: int = 2,
          outlier_ratio: float = 0.05, quantizer: str = "uniform", coding: str | Mapping[str, str] = "auto",
-         dtype: str | None = None) -> bytes:  # fmt: skip
+         dtype: str | None = None, calibration: Statistics | str | os.PathLike | None = None,
+         order: str = "activation", damping: float = DAMPING) -> bytes:  # fmt: skip
     """Encode named tensors into the bytes of one ICQ file.
 
     Args:
@@ -57,6 +66,12 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
             4096 finite elements are quantized, the rest stored raw), ``"icq"``, ``"raw"``, or a
             mapping name -> coding (missing names are ``"auto"``).
         dtype: output dtype of quantized tensors (default: the source's where possible).
+        calibration: statistics of the tensors' inputs (:mod:`icqcodec.calibration`: a file or a
+            :class:`~icqcodec.calibration.Statistics`); quantized tensors they name get
+            Hessian-guided codes, chosen in ``order`` with ``damping``.
+
+    Raises:
+        InputError: a statistic names no tensor, or does not fit its tensor's input size.
 
     Example:
         >>> import numpy as np, icqcodec
@@ -64,8 +79,8 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
         >>> sorted(icqcodec.load(data))
         ['b', 'w']
     """
-    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer)
-    return b"".join(_encode_all(tensors, metadata, options, coding, dtype))
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
+    return b"".join(_encode_all(tensors, metadata, options, coding, dtype, calibration))
 
 
 def load(data: bytes | bytearray | memoryview, *, backend: str = "numba",
@@ -96,10 +111,10 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *, ove
     """
     path = Path(path)
     encode_options = EncodeOptions(
-        **{k: options.pop(k) for k in ("bits", "outlier_ratio", "quantizer") if k in options}
+        **{k: options.pop(k) for k in ("bits", "outlier_ratio", "quantizer", "order", "damping") if k in options}
     )
     pieces = _encode_all(tensors, options.pop("metadata", None), encode_options, options.pop("coding", "auto"),
-                         options.pop("dtype", None))  # fmt: skip
+                         options.pop("dtype", None), options.pop("calibration", None))  # fmt: skip
     if options:
         raise TypeError(f"unexpected options: {', '.join(options)}")
     write_atomically(path, pieces, overwrite=overwrite)

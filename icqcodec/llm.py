@@ -1,0 +1,210 @@
+"""Causal language models from Hugging Face transformers: calibration text, layer-by-layer statistics
+and layer-by-layer quantization (optional extra ``icqcodec[calibrate]``).
+
+Layer by layer, as GPTQ does: the inputs of the first decoder layer are caught once for every
+calibration window; each layer then runs on them with hooks on its linears, and its outputs become
+the next layer's inputs. Memory stays at the model, the windows' hidden states and one layer's
+statistics. :func:`quantize` replaces each layer's linears by their decoded icq codes before the
+layer's outputs are computed, so each layer is calibrated on the inputs the quantized model gives it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .calibration import Statistics
+from .errors import InputError
+from .statistics import DIAGONAL_ABOVE, Accumulator
+
+__all__ = [
+    "TOKENS",
+    "SEQ_LEN",
+    "load_model",
+    "read_text",
+    "token_windows",
+    "decoder_layers",
+    "calibrate",
+    "quantize",
+    "save_checkpoint",
+]
+
+TOKENS = 16384  # calibration tokens
+SEQ_LEN = 512  # tokens per calibration window
+
+LayerHook = Callable[[int, torch.nn.Module, Statistics], None]
+
+
+def load_model(path: Path, device: str = "cpu"):
+    """A causal LM and its tokenizer from a model directory or a ``.gguf`` file, in float32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model directory or file")
+    where, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a causal language model transformers can load ({error})") from None
+    return model.to(device).eval(), tokenizer
+
+
+def read_text(path: Path) -> str:
+    """UTF-8 text, or JSON lines with a ``text`` field (``.jsonl``), joined by blank lines."""
+    raw = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix.lower() not in (".jsonl", ".ndjson"):
+        return raw
+    texts = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            texts.append(str(json.loads(line)["text"]))
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path}:{number}: not a JSON object with a 'text' field") from None
+    return "\n\n".join(texts)
+
+
+def token_windows(tokenizer, text: str, tokens: int = TOKENS, seq_len: int = SEQ_LEN) -> torch.Tensor:
+    """The text's first ``tokens`` tokens as windows of ``seq_len`` (the last partial one dropped)."""
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    if ids.numel() < min(tokens, seq_len):
+        raise InputError(f"the calibration text has {ids.numel()} tokens; {min(tokens, seq_len)} are needed "
+                         f"(--tokens {tokens}, --seq-len {seq_len})")  # fmt: skip
+    if ids.numel() < tokens:
+        raise InputError(f"the calibration text has {ids.numel()} tokens, fewer than the {tokens} asked for; "
+                         "give a longer text or a smaller --tokens")  # fmt: skip
+    count = max(1, tokens // seq_len)
+    return ids[: count * seq_len].reshape(count, seq_len)
+
+
+def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
+    """The name and list of the decoder layers: the longest ``ModuleList`` of the model."""
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise InputError("the model has no list of decoder layers")
+    return max(lists, key=lambda item: len(item[1]))
+
+
+class _Caught(Exception):
+    pass
+
+
+def _first_layer_inputs(model, layers: torch.nn.ModuleList, windows: torch.Tensor) -> list[tuple[tuple, dict]]:
+    caught = []
+
+    def catch(module, args, kwargs):
+        caught.append((args, kwargs))
+        raise _Caught
+
+    handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
+    device = next(model.parameters()).device
+    try:
+        for window in windows:
+            try:
+                model(window[None].to(device), use_cache=False)
+            except _Caught:
+                pass
+    finally:
+        handle.remove()
+    return caught
+
+
+def calibrate(model, windows: torch.Tensor, *, diagonal_above: int = DIAGONAL_ABOVE,
+              after_layer: LayerHook | None = None, progress: Callable[[str], None] | None = None) -> Statistics:  # fmt: skip
+    """Statistics of every decoder layer's linears, layer by layer; ``after_layer(index, layer,
+    its statistics)`` runs before the layer's outputs feed the next one (to quantize it)."""
+    prefix, layers = decoder_layers(model)
+    result = Statistics({})
+    with torch.no_grad():
+        inputs = _first_layer_inputs(model, layers, windows)
+        for index, layer in enumerate(layers):
+            accumulator = Accumulator(layer, prefix=f"{prefix}.{index}.", diagonal_above=diagonal_above)
+            with accumulator.attached():
+                for args, kwargs in inputs:
+                    accumulator.new_pass()
+                    layer(*args, **kwargs)
+            found = accumulator.result()
+            if after_layer is not None:
+                after_layer(index, layer, found)
+            inputs = [_with_hidden(args, kwargs, _hidden(layer(*args, **kwargs))) for args, kwargs in inputs]
+            result.moments.update(found.moments)
+            result.tokens.update(found.tokens)
+            result.aliases.update(found.aliases)
+            if progress:
+                progress(f"{prefix}.{index}")
+    return result
+
+
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
+    """A layer's arguments with its hidden states replaced (positional or ``hidden_states=``)."""
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def quantize(
+    model,
+    windows: torch.Tensor,
+    options,
+    *,
+    dtype: str | None = None,
+    diagonal_above: int = DIAGONAL_ABOVE,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Encode every decoder linear with the statistics of its inputs in the partly quantized model,
+    layer by layer, and put its decoded weights in place; returns weight name -> (record, sections)."""
+    from .decode import decode
+    from .encode import assemble, encode_tensor
+
+    encoded = {}
+
+    def quantize_layer(index: int, layer: torch.nn.Module, found: Statistics) -> None:
+        prefix = f"{decoder_layers(model)[0]}.{index}."
+        for name, module in layer.named_modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            key = f"{prefix}{name}.weight"
+            weight = module.weight.detach().to(torch.float32).cpu().numpy()
+            record, sections = encode_tensor(key, weight, options, coding="icq", dtype=dtype,
+                                             statistic=found.get(key))  # fmt: skip
+            encoded[key] = (record, sections)
+            decoded = decode(b"".join(assemble([(record, sections)], {})))
+            module.weight.data.copy_(torch.from_numpy(decoded.astype("float32")).to(module.weight.device))
+
+    calibrate(model, windows, diagonal_above=diagonal_above, after_layer=quantize_layer, progress=progress)
+    return encoded
+
+
+def save_checkpoint(model, encoded: dict, target: Path, options, *, include: tuple[str, ...] = (),
+                    force: bool = False, metadata: dict[str, str] | None = None) -> None:  # fmt: skip
+    """The model's state dict as one .icq file under its state-dict names: the ``encoded`` tensors as
+    they are, names matching ``include`` icq-coded, everything else lossless; tied weights once."""
+    import fnmatch
+
+    from .atomic import write_atomically
+    from .encode import ENCODER_METADATA, assemble, encode_tensor
+
+    entries, seen = [], set()
+    for name, tensor in model.state_dict().items():
+        storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if storage in seen:  # a tied weight: the model ties it again when it loads
+            continue
+        seen.add(storage)
+        if name in encoded:
+            entries.append(encoded[name])
+            continue
+        array = tensor.detach().cpu().numpy()
+        coding = "icq" if any(fnmatch.fnmatchcase(name, p) for p in include) else "raw"
+        entries.append(encode_tensor(name, array, options, coding=coding))
+    info = {**(metadata or {}), **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
+    write_atomically(Path(target), assemble(entries, info), overwrite=force)
