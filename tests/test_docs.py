@@ -14,6 +14,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+import tiny_llm
 from safetensors.numpy import save_file
 
 from icqcodec import gpu
@@ -44,12 +45,13 @@ def test_sphinx_builds_without_warnings(tmp_path):
     public += [f"icqcodec.errors.{n}" for n in icqcodec.errors.__all__ if n != "ERROR_CLASSES"]
     for name in public:
         assert f'id="{name}"' in api, name
-    for command in ("encode", "decode", "inspect", "verify"):
+    for command in ("encode", "decode", "inspect", "verify", "calibrate", "quantize"):
         assert f'id="icqcodec-{command}"' in cli, command
 
 
 @pytest.fixture
 def workdir(tmp_path):
+    tiny_llm.build(tmp_path)  # the "model" folder and texts of the guide "Quantize a model"
     rng = np.random.default_rng(0)
     save_file({"embeddings.word.weight": rng.standard_normal((128, 64)).astype(ml_dtypes.bfloat16),
                "layer.0.weight": rng.standard_normal((96, 128)).astype(np.float32),
@@ -58,10 +60,10 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def test_console_examples_run(workdir):
+def run_console_examples(workdir) -> int:
+    """Run the guides' console commands in order in ``workdir``; returns how many ran."""
     commands = [line[2:].split("  #")[0] for _, body in blocks("console") for line in body.splitlines()
                 if line.startswith("$ ") and "pip install" not in line]  # fmt: skip
-    assert len(commands) >= 7
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for command in commands:
         argv = [part.replace("python -m", f"{sys.executable} -m") for part in shlex.split(command)]
@@ -74,11 +76,18 @@ def test_console_examples_run(workdir):
             cwd = ROOT
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+    return len(commands)
+
+
+def test_console_examples_run(workdir):
+    assert run_console_examples(workdir) >= 12
 
 
 def test_python_examples_run(workdir, monkeypatch):
+    """After the console examples, whose outputs (statistics, quantized models) they read."""
     examples = blocks("python")
     assert examples
+    run_console_examples(workdir)
     for guide, body in examples:
         if ("cuda" in body or "cupy" in body) and not gpu.available():
             continue  # GPU examples run where there is a GPU (tests/test_gpu.py covers the same calls)

@@ -3,10 +3,11 @@ word-level tokenizer): the calibrate, quantize and encode --calibration commands
 result by name, determinism, and every bad input."""
 
 import json
-import random
+import re
 
 import numpy as np
 import pytest
+import tiny_llm
 from checks import check_backends_agree
 from click.testing import CliRunner
 
@@ -17,40 +18,10 @@ from icqcodec.cli import main
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-WORDS = (
-    "the a of to and in is it that was for on are with as his they be at one have this from or had by word "
-    "but what some we can out other were all there when up use your how said an each she which do their time "
-    "if will way about many then them write would like so these her long make thing see him two has look more "
-    "day could go come did number sound no most people my over know water than call"
-).split()
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    folder = tmp_path_factory.mktemp("tiny")
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(dict.fromkeys(WORDS))}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]").save_pretrained(
-        folder / "model"
-    )
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=256, tie_word_embeddings=True)  # fmt: skip
-    model = transformers.LlamaForCausalLM(config)
-    model.save_pretrained(folder / "model")
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    from safetensors.torch import save_file
-
-    save_file(state, str(folder / "model.safetensors"))
-    rng = random.Random(0)
-    (folder / "text.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(3000)))
-    lines = [json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(50))}) for _ in range(60)]
-    (folder / "text.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
+    return tiny_llm.build(tmp_path_factory.mktemp("tiny"))
 
 
 def run(*args, ok=True):
@@ -65,7 +36,7 @@ SMALL = ("--tokens", 1024, "--seq-len", 128)
 
 def test_calibrate_writes_one_statistic_per_input(tiny):
     stats = tiny / "stats.safetensors"
-    output = run("calibrate", tiny / "model", stats, "--text", tiny / "text.txt", *SMALL).output
+    output = run("calibrate", tiny / "model", stats, "--text", tiny / "calibration.txt", *SMALL).output
     assert output.strip().endswith("(14 weights, 1,024 tokens)")
     found = load_statistics(stats)
     layer = "model.layers.0."
@@ -75,7 +46,7 @@ def test_calibrate_writes_one_statistic_per_input(tiny):
     assert found.get(f"{layer}self_attn.v_proj.weight").shape == (64, 64)
     assert set(found.tokens.values()) == {1024}
     diagonal = tiny / "diagonal.safetensors"
-    run("calibrate", tiny / "model", diagonal, "--text", tiny / "text.jsonl", *SMALL, "--diagonal-above", 100)
+    run("calibrate", tiny / "model", diagonal, "--text", tiny / "calibration.jsonl", *SMALL, "--diagonal-above", 100)
     assert load_statistics(diagonal).get(f"{layer}mlp.down_proj.weight").shape == (128,)
 
 
@@ -93,11 +64,11 @@ def test_collect_statistics_is_the_mean_of_x_xt(tiny):
 def test_encode_with_calibration_is_deterministic_and_decodes(tiny):
     stats = tiny / "stats.safetensors"
     if not stats.exists():
-        run("calibrate", tiny / "model", stats, "--text", tiny / "text.txt", *SMALL)
+        run("calibrate", tiny / "model", stats, "--text", tiny / "calibration.txt", *SMALL)
     a, b, plain = tiny / "a.icq", tiny / "b.icq", tiny / "plain.icq"
     for target in (a, b):
-        run("encode", tiny / "model.safetensors", target, "--bits", 2, "--calibration", stats, "--force")
-    run("encode", tiny / "model.safetensors", plain, "--bits", 2, "--force")
+        run("encode", tiny / "model" / "model.safetensors", target, "--bits", 2, "--calibration", stats, "--force")
+    run("encode", tiny / "model" / "model.safetensors", plain, "--bits", 2, "--force")
     assert a.read_bytes() == b.read_bytes() and a.read_bytes() != plain.read_bytes()
     tensors = check_backends_agree(a.read_bytes())
     assert tensors.keys() == icqcodec.load_file(plain).keys()
@@ -113,7 +84,7 @@ def test_encode_with_calibration_is_deterministic_and_decodes(tiny):
 
 def test_quantize_writes_a_checkpoint_that_loads_by_name(tiny):
     target = tiny / "quantized.icq"
-    run("quantize", tiny / "model", target, "--bits", 3, "--text", tiny / "text.txt", *SMALL, "--force")
+    run("quantize", tiny / "model", target, "--bits", 3, "--text", tiny / "calibration.txt", *SMALL, "--force")
     assert run("verify", target).output == f"{target}: ok, 20 tensors conform to ICQ format 1.0\n"
     tensors = icqcodec.load_file(target)
     with icqcodec.safe_open(target) as f:
@@ -126,7 +97,7 @@ def test_quantize_writes_a_checkpoint_that_loads_by_name(tiny):
     assert (missing, unexpected) == (["lm_head.weight"], [])  # tied to the embeddings, stored once
     assert torch.equal(model.lm_head.weight, original["model.embed_tokens.weight"])
     assert torch.equal(model.model.norm.weight, original["model.norm.weight"])
-    failing = run("quantize", tiny / "model", target, "--bits", 3, "--text", tiny / "text.txt", *SMALL, ok=False)
+    failing = run("quantize", tiny / "model", target, "--bits", 3, "--text", tiny / "calibration.txt", *SMALL, ok=False)
     assert failing.exit_code == 1 and "exists; use --force to replace it" in failing.output
 
 
@@ -148,22 +119,22 @@ def test_statistics_that_do_not_match_are_refused_before_any_output(tiny):
     for label, (statistics, message) in cases.items():
         stats = tiny / f"{label}.safetensors"
         save_statistics(stats, statistics)
-        failing = run("encode", tiny / "model.safetensors", target, "--calibration", stats, ok=False)
+        failing = run("encode", tiny / "model" / "model.safetensors", target, "--calibration", stats, ok=False)
         assert failing.exit_code == 1, label
         assert failing.output.startswith("icqcodec: error: ") and len(failing.output.splitlines()) == 1, label
-        import re
-
         assert re.search(message, failing.output), (label, failing.output)
         assert not target.exists(), label
     (tiny / "junk.safetensors").write_bytes(b"junk")
-    failing = run("encode", tiny / "model.safetensors", target, "--calibration", tiny / "junk.safetensors", ok=False)
+    failing = run(
+        "encode", tiny / "model" / "model.safetensors", target, "--calibration", tiny / "junk.safetensors", ok=False
+    )
     assert "junk.safetensors: not a calibration statistics file" in failing.output
 
 
 def test_text_too_short_and_bad_json_lines(tiny):
-    failing = run("calibrate", tiny / "model", tiny / "s.safetensors", "--text", tiny / "text.txt", "--tokens",
+    failing = run("calibrate", tiny / "model", tiny / "s.safetensors", "--text", tiny / "calibration.txt", "--tokens",
                   100000, ok=False)  # fmt: skip
-    assert "the calibration text has 3000 tokens, fewer than the 100000 asked for" in failing.output
+    assert "the calibration text has 17000 tokens, fewer than the 100000 asked for" in failing.output
     (tiny / "bad.jsonl").write_text('{"text": "the a"}\n{"body": 1}\n')
     failing = run("calibrate", tiny / "model", tiny / "s.safetensors", "--text", tiny / "bad.jsonl", ok=False)
     assert "bad.jsonl:2: not a JSON object with a 'text' field" in failing.output
@@ -173,6 +144,6 @@ def test_missing_extra_gives_an_install_hint(tiny, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "icqcodec.llm", None)  # as if torch or transformers were missing
-    failing = run("calibrate", tiny / "model", tiny / "s.safetensors", "--text", tiny / "text.txt", ok=False)
+    failing = run("calibrate", tiny / "model", tiny / "s.safetensors", "--text", tiny / "calibration.txt", ok=False)
     assert failing.exit_code == 1
     assert "pip install 'icqcodec[calibrate]'" in failing.output and len(failing.output.splitlines()) == 1
