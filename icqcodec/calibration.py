@@ -23,11 +23,13 @@ from safetensors.numpy import load_file, save
 
 from .atomic import write_atomically
 from .errors import InputError
+from .hessian import DAMPING, Prepared, prepare
 
 __all__ = ["STATISTICS_KEY", "Statistics", "load_statistics", "save_statistics"]
 
 STATISTICS_KEY = "icq.statistics"
 FORMAT = 1
+PREPARED_KEPT = 4  # prepared statistics kept for the names that share them (q/k/v, gate/up)
 
 
 @dataclass
@@ -37,12 +39,26 @@ class Statistics:
     moments: dict[str, np.ndarray]
     tokens: dict[str, int] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    _prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     def names(self) -> list[str]:
         return sorted({*self.moments, *self.aliases})
 
     def get(self, name: str) -> np.ndarray | None:
         return self.moments.get(self.aliases.get(name, name))
+
+    def prepared(self, name: str, *, damping: float = DAMPING, order: str = "activation") -> Prepared | None:
+        """The statistic of ``name`` checked, damped and factored for the encoder, once for all the
+        names that share it (:func:`icqcodec.hessian.prepare`); None if there is none."""
+        moment = self.get(name)
+        if moment is None:
+            return None
+        key = (self.aliases.get(name, name), damping, order)
+        if key not in self._prepared:
+            if len(self._prepared) >= PREPARED_KEPT:  # bounded: a factor takes 8 n^2 bytes
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[key] = prepare(moment, moment.shape[0], damping=damping, order=order, name=name)
+        return self._prepared[key]
 
     def check(self, shapes: Mapping[str, tuple[int, ...]], *, names: set[str] | None = None) -> None:
         """InputError naming the first statistic with no tensor of that name among ``names`` (by

@@ -162,16 +162,18 @@ def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: 
         code = dtypes.code_of(array.dtype)
         plan.append(TensorRecord(name, code, code, 1 if quantize else 0, tuple(array.shape)))
         del array
-    statistic = {}
+    calibrated: set[str] = set()
     if calibration is not None:
         calibration.check({r.name: r.shape for r in plan}, names=checkpoint_names)
-        statistic = {r.name: calibration.get(r.name) for r in plan if r.coding and calibration.get(r.name) is not None}
-        metadata["icq.calibration"] = json.dumps({"tensors": len(statistic)})
+        calibrated = {r.name for r in plan if r.coding and calibration.get(r.name) is not None}
+        metadata["icq.calibration"] = json.dumps({"tensors": len(calibrated)})
     with atomic_output(target, force) as out:
         writer = StreamWriter(out, plan, metadata, chunk_log2=DEFAULT_CHUNK_LOG2)
         for name in names:  # pass 2: encode and write one tensor at a time
             record, sections = encode_tensor(name, source.load(name), options, coding=codings[name], dtype=dtype,
-                                             statistic=statistic.get(name))  # fmt: skip
+                                             statistic=calibration.prepared(name, damping=options.damping,
+                                                                            order=options.order)
+                                             if name in calibrated else None)  # fmt: skip
             payload, table_crc = build_payload(record, sections, DEFAULT_CHUNK_LOG2)
             writer.add(_with_crc(record, table_crc), payload)
             if progress:

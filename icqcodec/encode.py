@@ -185,12 +185,13 @@ def default_output_dtype(source: int) -> int:
 
 
 def encode_tensor(name: str, array: np.ndarray, options: EncodeOptions, *, coding: str = "auto",
-                  dtype: str | None = None, statistic: np.ndarray | None = None,
+                  dtype: str | None = None, statistic: np.ndarray | Prepared | None = None,
                   ) -> tuple[TensorRecord, dict[str, bytes]]:  # fmt: skip
     """The directory record (without offset and size) and body sections of one tensor.
 
     ``statistic``: the second moment of the tensor's input, ``(cols, cols)`` or its diagonal
-    ``(cols,)`` (:mod:`icqcodec.calibration`), for an icq-coded tensor; ignored for a raw one.
+    ``(cols,)`` (:mod:`icqcodec.calibration`), or one already prepared
+    (:meth:`icqcodec.calibration.Statistics.prepared`), for an icq-coded tensor; ignored for a raw one.
     """
     if coding not in CODINGS:
         raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
@@ -205,9 +206,12 @@ def encode_tensor(name: str, array: np.ndarray, options: EncodeOptions, *, codin
     if output not in dtypes.ICQ_OUTPUT_CODES:
         raise ValueError(f"dtype must be float16, bfloat16 or float32 for the icq coding, got {dtype!r}")
     try:
-        prepared = None
-        if statistic is not None:
+        prepared = statistic
+        if statistic is not None and not isinstance(statistic, Prepared):
             prepared = prepare(statistic, array.shape[-1], damping=options.damping, order=options.order, name=name)
+        if prepared is not None and prepared.weights.shape != (array.shape[-1],):
+            raise ValueError(f"tensor {name!r}: a statistic for {prepared.weights.shape[0]} columns, not "
+                             f"{array.shape[-1]}")  # fmt: skip
         params, sections, _ = encode_icq(array, options, prepared)
     except ValueError as error:
         if str(error).startswith(f"tensor {name!r}"):

@@ -46,7 +46,9 @@ def _encode_all(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] |
         if not isinstance(name, str) or not name:
             raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
         tensor_coding = coding.get(name, "auto") if isinstance(coding, Mapping) else coding
-        statistic = None if calibration is None else calibration.get(name)
+        statistic = None
+        if calibration is not None:
+            statistic = calibration.prepared(name, damping=options.damping, order=options.order)
         encoded.append(encode_tensor(name, array, options, coding=tensor_coding, dtype=dtype, statistic=statistic))
     full = {**user, **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
     return assemble(encoded, full)

@@ -176,7 +176,8 @@ def quantize(
             key = f"{prefix}{name}.weight"
             weight = module.weight.detach().to(torch.float32).cpu().numpy()
             record, sections = encode_tensor(key, weight, options, coding="icq", dtype=dtype,
-                                             statistic=found.get(key))  # fmt: skip
+                                             statistic=found.prepared(key, damping=options.damping,
+                                                                      order=options.order))  # fmt: skip
             encoded[key] = (record, sections)
             decoded = decode(b"".join(assemble([(record, sections)], {})))
             module.weight.data.copy_(torch.from_numpy(decoded.astype("float32")).to(module.weight.device))
