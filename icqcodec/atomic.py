@@ -14,11 +14,19 @@ from pathlib import Path
 __all__ = ["write_atomically", "atomic_output", "atomic_directory"]
 
 
+def _usual_mode(fd: int) -> None:
+    """Give a temporary file the mode a plain ``open`` would (mkstemp makes it private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
 def write_atomically(path: Path, pieces, *, overwrite: bool) -> None:
     """Write ``pieces`` to a temporary file beside ``path``, flush it, then rename it into place."""
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    _usual_mode(fd)
     try:
         with os.fdopen(fd, "wb") as out:
             for piece in pieces:
@@ -40,6 +48,7 @@ def atomic_output(path: Path, force: bool) -> Iterator:
         raise FileExistsError(f"{path} exists; use --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _usual_mode(fd)
     try:
         with os.fdopen(fd, "w+b") as out:
             yield out

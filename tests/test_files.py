@@ -63,6 +63,9 @@ def test_existing_output_is_not_clobbered(tmp_path, tensors):
     files.save_file(tensors, path, overwrite=True)
     assert path.read_bytes()[:4] == b"\x89ICQ"
     assert [p.name for p in tmp_path.iterdir()] == ["model.icq"]  # no temporary left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() would make it, not mkstemp's 0600
 
 
 def test_failed_write_leaves_nothing(tmp_path):
