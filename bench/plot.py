@@ -1,7 +1,8 @@
 """Draws the rate-distortion study's plots from bench/rate_distortion.json.
 
 Writes bench/rate-distortion-<data set>.png (error against bits/weight, one line per method, the
-QuIP#-style gap as arrows) and bench/position-cost.png (icq's position bits against H(g)).
+QuIP#-style gap as arrows), bench/position-cost.png (icq's position bits against H(g)) and, from
+bench/llm_quality.json, bench/llm-quality.png (perplexity against bits/weight).
 
 Run: python bench/plot.py   (needs matplotlib; run bench/rate_distortion.py first)
 """
@@ -91,11 +92,36 @@ def draw_position_cost(results: dict) -> None:
     plt.close(figure)
 
 
+def draw_llm_quality(table: dict) -> None:
+    """Perplexity (log scale) against bits/weight, one line per method and quantizer."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    grouped: dict[str, list[dict]] = {}
+    for row in table["rows"]:
+        label = row["row"] if row["quantizer"] == "-" else f"{row['row']} ({row['quantizer']})"
+        grouped.setdefault(label, []).append(row)
+    for label, rows in sorted(grouped.items()):
+        rows.sort(key=lambda r: r["bits_per_weight"])
+        style = "--" if "codebook" in label else "-"
+        axes.plot([r["bits_per_weight"] for r in rows], [r["perplexity"] for r in rows], style, marker="o",
+                  label=label)  # fmt: skip
+    axes.axhline(table["base_perplexity"], color="black", linewidth=0.8, label="base")
+    axes.set_yscale("log")
+    axes.set_xlabel("bits per weight (quantized linears)")
+    axes.set_ylabel("perplexity")
+    axes.set_title("SmolLM2-135M-Instruct")
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(HERE / "llm-quality.png")
+    plt.close(figure)
+
+
 def main() -> None:
     results = json.loads((HERE / "rate_distortion.json").read_text())["datasets"]
     for slug, result in results.items():
         draw_rate_distortion(slug, result)
     draw_position_cost(results)
+    if (HERE / "llm_quality.json").exists():
+        draw_llm_quality(json.loads((HERE / "llm_quality.json").read_text()))
 
 
 if __name__ == "__main__":

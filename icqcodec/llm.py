@@ -10,13 +10,17 @@ layer's outputs are computed, so each layer is calibrated on the inputs the quan
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from .atomic import write_atomically
 from .calibration import Statistics
+from .decode import decode
+from .encode import ENCODER_METADATA, assemble, encode_tensor
 from .errors import InputError
 from .statistics import DIAGONAL_ABOVE, Accumulator
 
@@ -163,13 +167,11 @@ def quantize(
 ) -> dict:
     """Encode every decoder linear with the statistics of its inputs in the partly quantized model,
     layer by layer, and put its decoded weights in place; returns weight name -> (record, sections)."""
-    from .decode import decode
-    from .encode import assemble, encode_tensor
-
     encoded = {}
+    layers_name = decoder_layers(model)[0]
 
     def quantize_layer(index: int, layer: torch.nn.Module, found: Statistics) -> None:
-        prefix = f"{decoder_layers(model)[0]}.{index}."
+        prefix = f"{layers_name}.{index}."
         for name, module in layer.named_modules():
             if not isinstance(module, torch.nn.Linear):
                 continue
@@ -190,11 +192,6 @@ def save_checkpoint(model, encoded: dict, target: Path, options, *, include: tup
                     force: bool = False, metadata: dict[str, str] | None = None) -> None:  # fmt: skip
     """The model's state dict as one .icq file under its state-dict names: the ``encoded`` tensors as
     they are, names matching ``include`` icq-coded, everything else lossless; tied weights once."""
-    import fnmatch
-
-    from .atomic import write_atomically
-    from .encode import ENCODER_METADATA, assemble, encode_tensor
-
     entries, seen = [], set()
     for name, tensor in model.state_dict().items():
         storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
