@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 PARAM_BITS = 32  # a float16 scale and a float16 zero per group
+BLOCK = 128  # columns updated together
 
 
 def gptq(weight: np.ndarray, h: np.ndarray, bits: int, group: int, *, damping: float = 0.01,
@@ -34,12 +35,16 @@ def gptq(weight: np.ndarray, h: np.ndarray, bits: int, group: int, *, damping: f
     h[np.diag_indices(cols)] += damping * np.mean(np.diag(h))
     u = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: u.T @ u = H^-1
     q = np.empty_like(w)
-    for i in range(cols):
-        column = order[i] // group
-        s, z = scale[:, column], zero[:, column]
-        q[:, i] = z + np.clip(np.rint((w[:, i] - z) / s), 0, 2**bits - 1) * s
-        error = (w[:, i] - q[:, i]) / u[i, i]
-        w[:, i + 1 :] -= np.outer(error, u[i, i + 1 :])
+    for start in range(0, cols, BLOCK):  # the paper's lazy batches: within a block, then one product
+        stop = min(start + BLOCK, cols)
+        block, errors = w[:, start:stop].copy(), np.empty((rows, stop - start))
+        for i in range(stop - start):
+            column = order[start + i] // group
+            s, z = scale[:, column], zero[:, column]
+            q[:, start + i] = z + np.clip(np.rint((block[:, i] - z) / s), 0, 2**bits - 1) * s
+            errors[:, i] = (block[:, i] - q[:, start + i]) / u[start + i, start + i]
+            block[:, i + 1 :] -= np.outer(errors[:, i], u[start + i, start + i + 1 : stop])
+        w[:, stop:] -= errors @ u[start:stop, stop:]
     out = np.empty_like(q)
     out[:, order] = q
     return out.astype(np.float32), bits + PARAM_BITS / group
