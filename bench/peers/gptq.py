@@ -24,8 +24,9 @@ def gptq(weight: np.ndarray, h: np.ndarray, bits: int, group: int, *, damping: f
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     # static groups: min-max ranges of the unquantized weights, fp16 scale and zero
-    g = w.reshape(rows, cols // group, group)
-    lo, hi = g.min(2), g.max(2)
+    starts = range(0, cols, group)  # the last group may be shorter (576 columns in groups of 128)
+    lo = np.stack([w[:, a : a + group].min(1) for a in starts], 1)
+    hi = np.stack([w[:, a : a + group].max(1) for a in starts], 1)
     scale = ((hi - lo) / (2**bits - 1)).astype(np.float16).astype(np.float64)
     zero = lo.astype(np.float16).astype(np.float64)
     scale = np.where(scale > 0, scale, 1.0)
@@ -47,4 +48,4 @@ def gptq(weight: np.ndarray, h: np.ndarray, bits: int, group: int, *, damping: f
         w[:, stop:] -= errors @ u[start:stop, stop:]
     out = np.empty_like(q)
     out[:, order] = q
-    return out.astype(np.float32), bits + PARAM_BITS / group
+    return out.astype(np.float32), bits + PARAM_BITS * len(starts) / cols
