@@ -99,11 +99,11 @@ def draw_llm_quality(table: dict) -> None:
     for row in table["rows"]:
         label = row["row"] if row["quantizer"] == "-" else f"{row['row']} ({row['quantizer']})"
         grouped.setdefault(label, []).append(row)
-    for label, rows in sorted(grouped.items()):
+    for index, (label, rows) in enumerate(sorted(grouped.items())):
         rows.sort(key=lambda r: r["bits_per_weight"])
         style = "--" if "codebook" in label else "-"
         axes.plot([r["bits_per_weight"] for r in rows], [r["perplexity"] for r in rows], style, marker="o",
-                  label=label)  # fmt: skip
+                  label=label, color=plt.cm.tab20(index))  # fmt: skip
     axes.axhline(table["base_perplexity"], color="black", linewidth=0.8, label="base")
     axes.set_yscale("log")
     axes.set_xlabel("bits per weight (quantized linears)")
