@@ -84,9 +84,9 @@ def token_nll(model, windows: torch.Tensor) -> np.ndarray:
     return np.concatenate(out)
 
 
-def icq_bits(encoded: list) -> float:
-    """8 x (payload + directory-record bytes) / elements of the icq tensors of ``encoded``."""
-    header = read_header(*bytes_reader(b"".join(assemble(encoded, {}))))
+def icq_bits(data: bytes) -> float:
+    """8 x (payload + directory-record bytes) / elements of the tensors of an .icq file's bytes."""
+    header = read_header(*bytes_reader(data))
     size = elements = 0
     for record in header.tensors:
         size += record.size + 4 + len(record.name.encode()) + 32 + 8 * len(record.shape) + 24
@@ -120,17 +120,14 @@ def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibrat
         out = {n: gptq(w, stats.get(n), bits, group) for n, w in weights.items()}
     elif row == "icq-layers":
         encoded = llm.quantize(model, calibration, EncodeOptions(bits=bits, quantizer=quantizer))
-        return icq_bits(list(encoded.values())), time.perf_counter() - start
+        return icq_bits(b"".join(assemble(list(encoded.values()), {}))), time.perf_counter() - start
     else:
         use = {"icq": None, "icq-full": stats}.get(row)
         if row == "icq-diag":
             use = Statistics({n: np.ascontiguousarray(np.diag(stats.get(n))) for n in weights})
         data = icqcodec.save(weights, bits=bits, quantizer=quantizer, coding="icq", calibration=use)
-        decoded = icqcodec.load(data)
-        header = read_header(*bytes_reader(data))
-        size = sum(r.size + 4 + len(r.name.encode()) + 32 + 8 * len(r.shape) + 24 for r in header.tensors)
-        set_weights(model, decoded)
-        return 8 * size / sum(w.size for w in weights.values()), time.perf_counter() - start
+        set_weights(model, icqcodec.load(data))
+        return icq_bits(data), time.perf_counter() - start
     set_weights(model, {n: q for n, (q, _) in out.items()})
     rate = sum(b * weights[n].size for n, (_, b) in out.items()) / sum(w.size for w in weights.values())
     return rate, time.perf_counter() - start

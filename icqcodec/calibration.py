@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from .atomic import write_atomically
@@ -78,18 +79,14 @@ class Statistics:
 
 def load_statistics(path: str | os.PathLike) -> Statistics:
     """Read a statistics file; InputError for one that is not."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such statistics file")
     try:
         moments = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
         info = json.loads(metadata.get(STATISTICS_KEY, "{}"))
-    except (OSError, ValueError, RuntimeError) as error:  # safetensors raises its own errors as these
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise InputError(f"{path}: not a calibration statistics file ({error})") from None
-    except Exception as error:  # safetensors' SafetensorError derives from Exception only
+    except Exception as error:  # safetensors' own SafetensorError derives from Exception only
         raise InputError(f"{path}: not a calibration statistics file ({error})") from None
     if info.get("format", FORMAT) != FORMAT:
         raise InputError(f"{path}: statistics format {info.get('format')!r}; this version reads {FORMAT}")
