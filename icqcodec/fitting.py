@@ -15,7 +15,7 @@ import numpy as np
 from .float_bits import f16_bits_to_f32, f32_to_f16_bits
 from .jit import JIT
 
-__all__ = ["CLIP_STARTS", "REFITS", "LLOYD_ROUNDS", "nearest", "level", "encode_rows", "fit_codebook"]
+__all__ = ["CLIP_STARTS", "REFITS", "LLOYD_ROUNDS", "nearest", "level", "code_and_value", "encode_rows", "fit_codebook"]
 
 CLIP_STARTS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])  # fractions of the min-max range to start from
 REFITS = 6  # least-squares refits per start
@@ -188,6 +188,19 @@ def _select_outliers(row, count, out):
             k += 1
 
 
+@nb.njit(**JIT)
+def code_and_value(v, outlier, offset, scale, o_offset, o_scale, inlier_base, outlier_base, uniform, sign_bit):
+    """The code of ``v`` against its row's levels (sign-magnitude at an outlier) and the value it
+    decodes to (the binary32 level, as float64)."""
+    if outlier:
+        m = nearest(abs(v), o_offset, o_scale, outlier_base, uniform)
+        negative = v < 0.0 or (v == 0.0 and np.signbit(v))
+        magnitude = np.float64(level(o_offset, o_scale, outlier_base[m]))
+        return m | (sign_bit if negative else 0), -magnitude if negative else magnitude
+    q = nearest(v, offset, scale, inlier_base, uniform)
+    return q, np.float64(level(offset, scale, inlier_base[q]))
+
+
 @nb.njit(parallel=True, **JIT)
 def encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, starts, refits):
     """Codes, f16 parameter bits, outlier columns and ``weights``-weighted squared error of every
@@ -228,15 +241,10 @@ def encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, 
             params[r, 3] = f32_to_f16_bits(np.float32(o_scale))
         total = 0.0
         for c in range(cols):
-            v = row[c]
-            if is_outlier[c]:
-                m = nearest(abs(v), o_offset, o_scale, outlier_base, uniform)
-                codes[r, c] = m | (sign_bit if v < 0.0 or (v == 0.0 and np.signbit(v)) else 0)
-                d = abs(v) - level(o_offset, o_scale, outlier_base[m])
-            else:
-                q = nearest(v, offset, scale, inlier_base, uniform)
-                codes[r, c] = q
-                d = v - level(offset, scale, inlier_base[q])
+            code, value = code_and_value(row[c], is_outlier[c], offset, scale, o_offset, o_scale, inlier_base,
+                                         outlier_base, uniform, sign_bit)  # fmt: skip
+            codes[r, c] = code
+            d = row[c] - value
             total += weights[c] * d * d
         errors[r] = total
     return codes, params, positions, errors

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from .fitting import level, nearest
+from .fitting import code_and_value
 from .float_bits import f16_bits_to_f32
 from .jit import JIT
 
@@ -160,18 +160,10 @@ def rounded_codes(x, order, factor, params, positions, bits, inlier_base, outlie
             w[k] = x[r, order[k]]
         for k in range(cols):
             c = order[k]
-            v = w[k]
-            if is_outlier[c]:
-                m = nearest(abs(v), o_offset, o_scale, outlier_base, uniform)
-                negative = v < 0.0 or (v == 0.0 and np.signbit(v))
-                codes[r, c] = m | (sign_bit if negative else 0)
-                q = level(o_offset, o_scale, outlier_base[m])
-                q = -np.float64(q) if negative else np.float64(q)
-            else:
-                i = nearest(v, offset, scale, inlier_base, uniform)
-                codes[r, c] = i
-                q = np.float64(level(offset, scale, inlier_base[i]))
-            e = (v - q) / factor[k, k]
+            code, value = code_and_value(w[k], is_outlier[c], offset, scale, o_offset, o_scale, inlier_base,
+                                         outlier_base, uniform, sign_bit)  # fmt: skip
+            codes[r, c] = code
+            e = (w[k] - value) / factor[k, k]
             for m2 in range(k + 1, cols):
                 w[m2] -= e * factor[k, m2]
     return codes
