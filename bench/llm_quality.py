@@ -41,7 +41,7 @@ from peers.scalar import rtn  # noqa: E402
 
 import icqcodec  # noqa: E402
 from icqcodec import llm  # noqa: E402
-from icqcodec.calibration import Statistics, load_statistics, save_statistics  # noqa: E402
+from icqcodec.calibration import TOKENS, Statistics, load_statistics, save_statistics  # noqa: E402
 from icqcodec.container import bytes_reader, read_header  # noqa: E402
 from icqcodec.encode import EncodeOptions, assemble  # noqa: E402
 
@@ -153,7 +153,7 @@ def main() -> None:
     model, tokenizer = llm.load_model(model_path())
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     evaluation = llm.token_windows(tokenizer, evaluation_text(), args.eval_tokens, WINDOW)
-    calibration = llm.token_windows(tokenizer, calibration_text(), llm.TOKENS, WINDOW)
+    calibration = llm.token_windows(tokenizer, calibration_text(), TOKENS, WINDOW)
     results_path = CACHE / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     base_file = CACHE / f"nll-base-{args.eval_tokens}.npy"

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .calibration import DIAGONAL_ABOVE, SEQ_LEN, TOKENS
 from .encode import QUANTIZERS, EncodeOptions
 from .errors import IcqcodecError
 from .hessian import DAMPING, ORDERS
@@ -161,12 +162,12 @@ def _calibration_options(command):
     for decorator in reversed([
         click.option("--text", type=click.Path(path_type=Path), required=True,
                      help="Calibration text: UTF-8, or JSON lines with a 'text' field (.jsonl)."),
-        click.option("--tokens", type=click.IntRange(1), default=16384, show_default=True,
+        click.option("--tokens", type=click.IntRange(1), default=TOKENS, show_default=True,
                      help="Calibration tokens (the text's first)."),
-        click.option("--seq-len", type=click.IntRange(1), default=512, show_default=True,
+        click.option("--seq-len", type=click.IntRange(1), default=SEQ_LEN, show_default=True,
                      help="Tokens per calibration window."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
-        click.option("--diagonal-above", type=click.IntRange(1), default=16384, show_default=True,
+        click.option("--diagonal-above", type=click.IntRange(1), default=DIAGONAL_ABOVE, show_default=True,
                      help="Keep only the diagonal of H for layers with more inputs."),
     ]):  # fmt: skip
         command = decorator(command)

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from .atomic import write_atomically
-from .calibration import Statistics
+from .calibration import DIAGONAL_ABOVE, SEQ_LEN, TOKENS, Statistics
 from .decode import decode
 from .encode import ENCODER_METADATA, assemble, encode_tensor
 from .errors import InputError
-from .statistics import DIAGONAL_ABOVE, Accumulator
+from .statistics import Accumulator
 
 __all__ = [
     "TOKENS",
@@ -36,8 +36,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-TOKENS = 16384  # calibration tokens
-SEQ_LEN = 512  # tokens per calibration window
 
 LayerHook = Callable[[int, torch.nn.Module, Statistics], None]
 

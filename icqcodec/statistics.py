@@ -14,11 +14,9 @@ from contextlib import contextmanager
 
 import torch
 
-from .calibration import Statistics
+from .calibration import DIAGONAL_ABOVE, Statistics
 
-__all__ = ["DIAGONAL_ABOVE", "Accumulator", "collect_statistics"]
-
-DIAGONAL_ABOVE = 16384  # inputs above which only the diagonal is kept (a full H would be 1 GiB in float32)
+__all__ = ["Accumulator", "collect_statistics"]
 
 
 class Accumulator:
