@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from peers.gptq import gptq  # noqa: E402
-from peers.scalar import rtn  # noqa: E402
+from peers.scalar import rtn_clipped  # noqa: E402
 
 import icqcodec  # noqa: E402
 from icqcodec import llm  # noqa: E402
@@ -114,7 +114,7 @@ def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibrat
     weights = {n: m.weight.detach().numpy().copy() for n, m in linears(model).items()}
     start = time.perf_counter()
     if row == "rtn-g64":
-        out = {n: rtn(w, bits, 64) for n, w in weights.items()}
+        out = {n: rtn_clipped(w, bits, 64) for n, w in weights.items()}
     elif row.startswith("gptq"):
         group = int(row.split("-g")[1])
         out = {n: gptq(w, stats.get(n), bits, group) for n, w in weights.items()}

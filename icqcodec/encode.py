@@ -116,9 +116,9 @@ def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | 
         uniform = True
         book = None
     codes, params, positions, errors = rows_fit(inlier_base, outlier_base, uniform)
-    if statistic is not None and statistic.factor is not None:
+    if statistic is not None and statistic.feedback is not None:
         with KERNEL_LOCK:
-            codes = rounded_codes(x, statistic.order, statistic.factor, params, positions, bits, inlier_base,
+            codes = rounded_codes(x, statistic.order, statistic.feedback, params, positions, bits, inlier_base,
                                   outlier_base, uniform)  # fmt: skip
 
     sections = {}

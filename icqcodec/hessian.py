@@ -2,9 +2,11 @@
 
 With the second moment ``H = E[x x^T]`` of a linear layer's input, a row's output error for a
 rounding error ``d`` is ``d^T H d``. The codes of a row are chosen column by column against the
-row's fixed levels (its inlier range, and its outlier range at the outliers), and each column's
-rounding error is fed forward to the columns not yet rounded through the upper Cholesky factor of
-the damped ``H^-1`` (GPTQ, Frantar et al. 2022; LDLQ in QuIP#), in activation order (descending
+row's fixed levels (its inlier range, and its outlier range at the outliers), each column's value
+corrected by the rounding errors of the columns before it (LDLQ of QuIP, Chee et al. 2023, which
+gives the codes of GPTQ, Frantar et al. 2022, without inverting H): with the damped
+``H = (I + A) diag(p) (I + A)^T``, ``A`` strictly upper (one Cholesky factorization of the reversed
+H), column k is rounded from ``w_k + sum_j (w_j - q_j) A[j, k]``. In activation order (descending
 ``H_jj``) or in natural order: the codes are stored in place, so the order is the encoder's choice.
 A diagonal statistic (``E[x_j^2]`` alone, as llama.cpp's importance matrices) weighs the range fits
 only.
@@ -41,6 +43,31 @@ def _mean(values):
     return total / values.size
 
 
+LANES = 8  # partial sums per dot product, combined in a fixed order (vectorizes, stays reproducible)
+
+
+@nb.njit(inline="always", **JIT)
+def _dot(a, b, n):
+    """``sum(a[:n] * b[:n])`` in ``LANES`` interleaved partial sums, added pairwise in a fixed order."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    k = 0
+    while k + LANES <= n:
+        s0 += a[k] * b[k]
+        s1 += a[k + 1] * b[k + 1]
+        s2 += a[k + 2] * b[k + 2]
+        s3 += a[k + 3] * b[k + 3]
+        s4 += a[k + 4] * b[k + 4]
+        s5 += a[k + 5] * b[k + 5]
+        s6 += a[k + 6] * b[k + 6]
+        s7 += a[k + 7] * b[k + 7]
+        k += LANES
+    tail = 0.0
+    while k < n:
+        tail += a[k] * b[k]
+        k += 1
+    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + tail
+
+
 @nb.njit(parallel=True, **JIT)
 def _cholesky(a):
     """Lower Cholesky factor of the lower triangle of ``a``; (factor, whether ``a`` was positive
@@ -48,53 +75,42 @@ def _cholesky(a):
     n = a.shape[0]
     lower = np.zeros_like(a)
     for j in range(n):
-        s = a[j, j]
-        for k in range(j):
-            s -= lower[j, k] * lower[j, k]
+        s = a[j, j] - _dot(lower[j], lower[j], j)
         if not s > PIVOT_FLOOR * a[j, j]:
             return lower, False
         d = np.sqrt(s)
         lower[j, j] = d
         for i in nb.prange(j + 1, n):
-            t = a[i, j]
-            for k in range(j):
-                t -= lower[i, k] * lower[j, k]
-            lower[i, j] = t / d
+            lower[i, j] = (a[i, j] - _dot(lower[i], lower[j], j)) / d
     return lower, True
 
 
 @nb.njit(parallel=True, **JIT)
-def _inverse_gram(lower):
-    """``L^-T L^-1`` of a lower triangular ``L``: the inverse of ``L L^T``."""
+def _feedback(lower):
+    """From the lower Cholesky factor ``L`` of the reversed ``H``: ``H = V V^T`` with ``V`` upper,
+    ``V[i, j] = L[n-1-i, n-1-j]``. Returns ``V`` with each column divided by its diagonal entry, the
+    diagonal set to zero (the strictly upper feedback of LDLQ), and ``diag(V)^2``."""
     n = lower.shape[0]
-    inverse_t = np.zeros_like(lower)  # row j: column j of L^-1 (so inverse_t is upper triangular)
-    for j in nb.prange(n):
-        inverse_t[j, j] = 1.0 / lower[j, j]
-        for i in range(j + 1, n):
-            t = 0.0
-            for k in range(j, i):
-                t -= lower[i, k] * inverse_t[j, k]
-            inverse_t[j, i] = t / lower[i, i]
-    gram = np.zeros_like(lower)
-    for a in nb.prange(n):
-        for b in range(a + 1):
-            t = 0.0
-            for k in range(a, n):  # (L^-1)[k, a] (L^-1)[k, b], nonzero for k >= max(a, b) = a
-                t += inverse_t[a, k] * inverse_t[b, k]
-            gram[a, b] = t
-            gram[b, a] = t
-    return gram
+    feedback = np.zeros_like(lower)
+    pivots = np.empty(n)
+    for j in range(n):
+        pivots[j] = lower[n - 1 - j, n - 1 - j] ** 2
+    for i in nb.prange(n):
+        for j in range(i + 1, n):
+            feedback[i, j] = lower[n - 1 - i, n - 1 - j] / lower[n - 1 - j, n - 1 - j]
+    return feedback, pivots
 
 
 @dataclass(frozen=True)
 class Prepared:
     """A tensor's statistic, ready for the encoder: positive per-column weights for the range fits
-    and, for a full H, the column order and the upper Cholesky factor of the damped ``H^-1`` in that
-    order."""
+    and, for a full H, the column order, and in that order the strictly upper feedback ``A`` and
+    the pivots ``p`` of the damped ``H = (I + A) diag(p) (I + A)^T``."""
 
     weights: np.ndarray
     order: np.ndarray | None = None
-    factor: np.ndarray | None = None
+    feedback: np.ndarray | None = None
+    pivots: np.ndarray | None = None
     damping: float = DAMPING
 
 
@@ -128,13 +144,13 @@ def prepare(statistic: np.ndarray, cols: int, *, damping: float = DAMPING, order
     dead = diag[permutation] == 0.0  # inputs that never fired: round those columns alone
     h[dead, :] = 0.0
     h[:, dead] = 0.0
+    h = np.ascontiguousarray(h[::-1, ::-1])  # reversed: its lower factor, reversed, is upper
     for attempt in range(DAMPING_RETRIES + 1):
         damped = h + np.diag(np.full(cols, damping * mean))
         lower, ok = _cholesky(damped)
         if ok:
-            factor, ok = _cholesky(_inverse_gram(lower))
-            if ok:
-                return Prepared(weights, permutation, np.ascontiguousarray(factor.T), damping)
+            feedback, pivots = _feedback(lower)
+            return Prepared(weights, permutation, feedback, pivots, damping)
         if attempt < DAMPING_RETRIES:
             warnings.warn(f"tensor {name!r}: the calibration statistic is singular at damping {damping:g}; "
                           f"trying {damping * 10:g}", RuntimeWarning, stacklevel=2)  # fmt: skip
@@ -143,9 +159,10 @@ def prepare(statistic: np.ndarray, cols: int, *, damping: float = DAMPING, order
 
 
 @nb.njit(parallel=True, **JIT)
-def rounded_codes(x, order, factor, params, positions, bits, inlier_base, outlier_base, uniform):
+def rounded_codes(x, order, feedback, params, positions, bits, inlier_base, outlier_base, uniform):
     """Every row's codes against its levels (f16 ``params``, outliers at ``positions``), chosen in
-    ``order`` with each rounding error fed forward through ``factor`` (upper, in that order)."""
+    ``order``, each column's value corrected by the rounding errors of the columns before it through
+    ``feedback`` (LDLQ: ``w_k + sum_j (w_j - q_j) A[j, k]``)."""
     rows, cols = x.shape
     codes = np.zeros((rows, cols), dtype=np.uint8)
     sign_bit = 1 << (bits - 1)
@@ -155,15 +172,14 @@ def rounded_codes(x, order, factor, params, positions, bits, inlier_base, outlie
             is_outlier[positions[r, k]] = True
         offset, scale = f16_bits_to_f32(params[r, 0]), f16_bits_to_f32(params[r, 1])
         o_offset, o_scale = f16_bits_to_f32(params[r, 2]), f16_bits_to_f32(params[r, 3])
-        w = np.empty(cols, dtype=np.float64)
-        for k in range(cols):
-            w[k] = x[r, order[k]]
+        correction = np.zeros(cols, dtype=np.float64)
         for k in range(cols):
             c = order[k]
-            code, value = code_and_value(w[k], is_outlier[c], offset, scale, o_offset, o_scale, inlier_base,
-                                         outlier_base, uniform, sign_bit)  # fmt: skip
+            w = np.float64(x[r, c])
+            code, value = code_and_value(w + correction[k], is_outlier[c], offset, scale, o_offset, o_scale,
+                                         inlier_base, outlier_base, uniform, sign_bit)  # fmt: skip
             codes[r, c] = code
-            e = (w[k] - value) / factor[k, k]
-            for m2 in range(k + 1, cols):
-                w[m2] -= e * factor[k, m2]
+            e = w - value
+            for m in range(k + 1, cols):
+                correction[m] += e * feedback[k, m]
     return codes

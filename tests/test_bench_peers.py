@@ -165,3 +165,13 @@ def test_gptq_peer_beats_rounding_on_the_output_error():
     q, rate = gptq(w, h, 3, 64)
     assert rate == 3.5 and q.shape == w.shape
     assert output_error(q) < 0.6 * output_error(rtn_groups(w, 3, 64))
+    assert output_error(q) < output_error(gptq(w, h, 3, 64, clip=False)[0])
+
+
+def test_clipping_search_lowers_the_error_of_rounding():
+    w = (np.random.default_rng(4).standard_t(4, size=(64, 256)) * 0.02).astype(np.float32)
+    clipped, bits = scalar.rtn_clipped(w, 2, 64)
+    assert bits == 2.5
+    assert ((clipped - w) ** 2).sum() < 0.9 * ((scalar.rtn(w, 2, 64)[0] - w) ** 2).sum()
+    grid = np.tile(np.array([0.0, 0.5, 1.0, 1.5], np.float32), (8, 32))
+    assert (scalar.rtn_clipped(grid, 2, 64)[0] == grid).all()

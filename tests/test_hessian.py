@@ -10,7 +10,8 @@ from checks import check_backends_agree
 
 from icqcodec import files
 from icqcodec.encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
-from icqcodec.hessian import prepare
+from icqcodec.fitting import CLIP_STARTS, REFITS, encode_rows
+from icqcodec.hessian import prepare, rounded_codes
 
 
 def correlated_inputs(rng, cols: int, tokens: int = 4096) -> np.ndarray:
@@ -52,15 +53,51 @@ def test_an_indefinite_statistic_is_damped_with_a_warning_or_refused():
         prepare(np.array([[1.0, 30.0], [30.0, 1.0]]), 2, name="t")
 
 
-def test_factor_is_the_upper_cholesky_factor_of_the_damped_inverse(rng):
+def test_feedback_and_pivots_factor_the_damped_statistic(rng):
     x = correlated_inputs(rng, 48)
     h = x.T @ x / len(x)
     prepared = prepare(h, 48, order="natural")
     damped = h + np.eye(48) * 0.01 * np.mean(np.diag(h))
-    u = prepared.factor
-    assert np.allclose(np.triu(u), u) and np.allclose(u.T @ u, np.linalg.inv(damped), rtol=1e-8, atol=1e-10)
+    a, eye = prepared.feedback, np.eye(48)
+    assert np.array_equal(np.triu(a, 1), a)
+    assert np.allclose((eye + a) @ np.diag(prepared.pivots) @ (eye + a).T, damped, rtol=1e-10, atol=1e-12)
     order = prepare(h, 48).order
     assert order.tolist() == np.argsort(-np.diag(h), kind="stable").tolist()
+
+
+def gptq_codes(w, h, params, positions, bits):
+    """GPTQ's loop in float64 numpy (natural order, uniform levels): each column's error fed forward
+    through the upper Cholesky factor of H^-1."""
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    codes = np.zeros(w.shape, np.int64)
+    top, sign = (1 << bits) - 1, 1 << (bits - 1)
+    for r, row in enumerate(w.astype(np.float64)):
+        offset, scale, o_offset, o_scale = (np.float32(v) for v in params[r].view(np.float16))
+        row = row.copy()
+        for k in range(row.size):
+            v = row[k]
+            if k in positions[r]:
+                m = int(np.clip(np.rint((abs(v) - o_offset) / o_scale), 0, sign - 1))
+                value = float(o_offset + np.float32(m) * o_scale) * (-1 if v < 0 else 1)
+                codes[r, k] = m | (sign if v < 0 else 0)
+            else:
+                codes[r, k] = int(np.clip(np.rint((v - offset) / scale), 0, top))
+                value = float(offset + np.float32(codes[r, k]) * scale)
+            row[k + 1 :] -= (v - value) / u[k, k] * u[k, k + 1 :]
+    return codes
+
+
+def test_rounding_gives_the_codes_of_gptq(rng):
+    x = correlated_inputs(rng, 96)
+    h = x.T @ x / len(x)
+    w = (rng.standard_t(4, size=(32, 96)) * 0.02).astype(np.float32)
+    prepared = prepare(h, 96, order="natural")
+    inlier_base, outlier_base = np.arange(8.0), np.arange(4.0)
+    _, params, positions, _ = encode_rows(w, prepared.weights, 5, 3, inlier_base, outlier_base, True, CLIP_STARTS,
+                                          REFITS)  # fmt: skip
+    codes = rounded_codes(w, prepared.order, prepared.feedback, params, positions, 3, inlier_base, outlier_base, True)
+    damped = h + np.eye(96) * 0.01 * np.mean(np.diag(h))
+    assert np.array_equal(codes, gptq_codes(w, damped, params, positions, 3))
 
 
 @pytest.mark.parametrize("quantizer", ["uniform", "codebook"])

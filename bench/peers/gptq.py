@@ -2,7 +2,7 @@
 Generative Pre-trained Transformers", 2022): min-max groups of consecutive input channels, codes
 chosen column by column with the error fed forward through the upper Cholesky factor of the damped
 H^-1, activation order with static groups (group ranges fixed from the unquantized weights before
-the columns are reordered), damping 0.01 of the mean diagonal. float64 numpy; not bit-reproducible
+the columns are reordered, by icq's clipping search or min-max), damping 0.01 of the mean diagonal. float64 numpy; not bit-reproducible
 across BLAS libraries (a peer, not an encoder).
 """
 
@@ -10,25 +10,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from .scalar import clipped_ranges
+
 PARAM_BITS = 32  # a float16 scale and a float16 zero per group
 BLOCK = 128  # columns updated together
 
 
 def gptq(weight: np.ndarray, h: np.ndarray, bits: int, group: int, *, damping: float = 0.01,
-         act_order: bool = True) -> tuple[np.ndarray, float]:  # fmt: skip
-    """The reconstruction of ``weight`` (rows x cols) and its bits per weight."""
+         act_order: bool = True, clip: bool = True) -> tuple[np.ndarray, float]:  # fmt: skip
+    """The reconstruction of ``weight`` (rows x cols) and its bits per weight; ``clip``: group
+    ranges from icq's clipping search weighted by the damped diagonal of H, else min-max."""
     w = weight.astype(np.float64).copy()
     rows, cols = w.shape
     h = h.astype(np.float64).copy()
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    # static groups: min-max ranges of the unquantized weights, fp16 scale and zero
+    # static groups: ranges of the unquantized weights, fp16 scale and zero
     starts = range(0, cols, group)  # the last group may be shorter (576 columns in groups of 128)
-    lo = np.stack([w[:, a : a + group].min(1) for a in starts], 1)
-    hi = np.stack([w[:, a : a + group].max(1) for a in starts], 1)
-    scale = ((hi - lo) / (2**bits - 1)).astype(np.float16).astype(np.float64)
-    zero = lo.astype(np.float16).astype(np.float64)
+    if clip:
+        weights = np.diag(h) + damping * np.mean(np.diag(h))
+        ranges = [clipped_ranges(w[:, a : a + group], bits, weights[a : a + group]) for a in starts]
+        zero = np.stack([z for z, _ in ranges], 1).astype(np.float64)
+        scale = np.stack([s for _, s in ranges], 1).astype(np.float64)
+    else:
+        lo = np.stack([w[:, a : a + group].min(1) for a in starts], 1)
+        hi = np.stack([w[:, a : a + group].max(1) for a in starts], 1)
+        scale = ((hi - lo) / (2**bits - 1)).astype(np.float16).astype(np.float64)
+        zero = lo.astype(np.float16).astype(np.float64)
     scale = np.where(scale > 0, scale, 1.0)
     order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(cols)
     h = h[np.ix_(order, order)]
