@@ -1,5 +1,6 @@
 """``python -m conformance run --backend numba|reference|cupy`` or ``--decoder 'CMD {input} {output}'``;
-``python -m conformance decode INPUT OUTPUT`` (the reference decoder under the external contract)."""
+``python -m conformance decode INPUT OUTPUT`` (the reference decoder under the external contract);
+``python -m conformance bundle OUT.tar.gz [--force]`` (everything an implementer needs, in one archive)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     decoder = sub.add_parser("decode", help="the reference decoder under the external contract")
     decoder.add_argument("input")
     decoder.add_argument("output")
+    bundle = sub.add_parser("bundle", help="the spec, the vectors and a standard-library runner in one archive")
+    bundle.add_argument("output", help="the .tar.gz to write")
+    bundle.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     args = parser.parse_args(argv)
     if args.command == "decode":
         return decode_command(args.input, args.output)
+    if args.command == "bundle":
+        from .bundle import write_bundle
+
+        try:
+            count = write_bundle(Path(args.output), force=args.force)
+        except FileExistsError:
+            print(f"error: {args.output} exists; --force replaces it", file=sys.stderr)
+            return 1
+        print(f"wrote {args.output}: {count} files")
+        return 0
     passed, failures = run(in_process(args.backend) if args.backend else external(args.decoder), only=args.only)
     for line in failures:
         print(line)

@@ -22,7 +22,7 @@ from .builder import Tensor, build, icq_params, pack, patch
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "1.0.1"  # of the manifest; each vector names the revision that added it
 SEED = 20261123
 F16, BF16, F32 = 9, 10, 11
 ITEM = {0: 1, 1: 1, 2: 2, 3: 4, 4: 8, 5: 1, 6: 2, 7: 4, 8: 8, 9: 2, 10: 2, 11: 4, 12: 8, 13: 1, 14: 1}
@@ -33,12 +33,13 @@ class Vectors:
         self.rng = random.Random(SEED)
         self.entries: list[dict] = []
         self.files: dict[str, bytes] = {}
+        self.version = "1.0"  # the spec revision of the vectors being added
 
     def add(self, kind: str, name: str, section: str, description: str, data: bytes, category: str | None = None):
         assert name not in {e["name"] for e in self.entries}, name
         from icqcodec.errors import ERROR_CLASSES
 
-        entry = {"name": name, "kind": kind, "spec_version": SPEC_VERSION, "section": section,
+        entry = {"name": name, "kind": kind, "spec_version": self.version, "section": section,
                  "description": description, "expected": "ok" if kind == "valid" else category,
                  "error_class": None if kind == "valid" else ERROR_CLASSES[category].__name__,
                  "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
@@ -390,11 +391,107 @@ def future(v: Vectors) -> None:
     fut("source-dtype-99", "3", "an unknown source dtype code", build([t], minor=1))
 
 
+def clarifications(v: Vectors) -> None:
+    """Vectors of revision 1.0.1: one for each answer to a question where two readings of 1.0 differ
+    (spec section 14 maps the questions to them)."""
+    v.version = "1.0.1"
+    add = v.add
+    good = build([v.icq()])
+
+    def fields(t: Tensor, **changes) -> None:
+        values = list(struct.unpack("<BBBBBBHIIQ", t.params))
+        for key, value in changes.items():
+            values[{"bits": 0, "kind": 1, "segment_log2": 4, "outliers": 7}[key]] = value
+        t.params = struct.pack("<BBBBBBHIIQ", *values)
+
+    # valid
+    add("valid", "icq-keys-unchecked", "4.2.2", "an undefined icq. key and icq.encoder_options that is not JSON",
+        build([v.raw()], metadata=[(b"icq.encoder_options", b"not json {"), (b"icq.later", b"")]))  # fmt: skip
+    names = sorted(n.encode() for n in ("\0", "\ufeffbom", "\ufdd0", "\uffff", "\U0010ffff"))
+    add("valid", "names-edge-scalar-values", "4.2", "names U+0000, U+FDD0, U+FEFF (BOM, kept), U+FFFF, U+10FFFF",
+        build([Tensor(n, F32, F32, 0, (1,), [bytes(4)]) for n in names]))  # fmt: skip
+    add("valid", "chunks-of-a-later-payload", "4.4", "a second payload of three chunks: chunks count from its body",
+        build([v.icq(name="a"), v.icq(name="b", rows=4, cols=2100, bits=8, outliers=40, segment_log2=8)]))  # fmt: skip
+    params = struct.pack("<8e", 0.5, -0.25, -1.0, 0.5, -0.0, 0.0, -0.0, -0.125)
+    add("valid", "negative-parameters", "7", "negative and zero scales, a negative outlier_offset (sign 1 gives +)",
+        build([v.icq(rows=2, cols=16, outliers=2, bits=3, dtype=F32, params=params)]))  # fmt: skip
+    book = struct.pack("<6e", 1.0, 1.0, -2.0, -2.0, -0.5, -0.0)
+    add("valid", "codebook-repeated-negative", "6.2", "repeated inlier entries, negative and -0.0 outlier entries",
+        build([v.icq(rows=2, cols=16, outliers=2, bits=2, kind=1, book=book, dtype=F32)]))  # fmt: skip
+    book = struct.pack("<6e", -65504.0, 0.0, 65504.0, 65504.0, 0.0, 65504.0)
+    largest = struct.pack("<4e", 65504.0, 65504.0, 65504.0, 65504.0)
+    add("valid", "codebook-largest-levels", "7", "kind 1 levels of 65504 + 65504 * 65504 in float32, bfloat16 and float16 (inf)",
+        build([v.icq(name=n, rows=1, cols=16, outliers=2, bits=2, kind=1, book=book, params=largest, dtype=d)
+               for n, d in (("bf16", BF16), ("f16", F16), ("f32", F32))]))  # fmt: skip
+
+    # levels whose binary32 rounding lands on a float16 / bfloat16 midpoint: 1 + 2^-11 + 2^-29 and
+    # 1 + 2^-8 + 6 * 2^-29 round to 1.0 (ties to even), but to the next value without binary32
+    tensors = []
+    for name, dtype, entry, scale in (("bf16", BF16, 1141 * 2.0**-10, 1838 * 2.0**-19),
+                                      ("f16", F16, 185 * 2.0**-5, 1417 * 2.0**-24)):  # fmt: skip
+        book, params = struct.pack("<2e", entry, 0.0), struct.pack("<2e", 1.0, scale)
+        tensors.append(v.icq(name=name, rows=1, cols=8, bits=1, kind=1, outliers=0, book=book, params=params,
+                             codes=[[0, 1] * 4], dtype=dtype))  # fmt: skip
+    add("valid", "binary32-intermediate", "7", "levels rounded to binary32 first, then to a 16-bit midpoint: ties to even",
+        build(tensors))  # fmt: skip
+
+    # invalid
+    def bad(name, section, description, data, category):
+        v.add("invalid", name, section, description, data, category)
+
+    past = (5000).to_bytes(4, "little") + b"k" * 8
+    bad("string-length-past-directory", "4.2", "a metadata key of length 5000 (over the limit) running past the directory",
+        patch(build([], directory_extra=past), 44, (1).to_bytes(4, "little")), "corrupt")  # fmt: skip
+    bad("name-length-past-directory", "4.2", "a tensor name of length 5000 (over the limit) running past the directory",
+        patch(build([], directory_extra=past), 40, (1).to_bytes(4, "little")), "corrupt")  # fmt: skip
+    t = v.raw(shape=(2, 3))
+    t.rank = 200
+    bad("rank-200-past-directory", "4.2.3", "rank 200: the shape runs past the directory before rank is checked",
+        build([t]), "corrupt")  # fmt: skip
+    a = v.icq(name="a", rows=1, cols=8, outliers=0, params=struct.pack("<2e", 0.0, float("inf")))
+    b = v.icq(name="b")
+    b.chunk_crcs = {0: 12345}
+    bad("content-before-next-checksum", "9.2", "tensor a's contents are corrupt, tensor b's chunk CRC is wrong",
+        build([a, b]), "corrupt")  # fmt: skip
+    a = v.icq(name="a", bits=2, kind=1, book=struct.pack("<6e", 0, 1, float("nan"), 3, 0, 1))
+    b = v.icq(name="b")
+    b.table_crc = 1
+    bad("content-before-next-table-crc", "9.2", "tensor a has a NaN codebook entry, tensor b a wrong table_crc",
+        build([a, b]), "corrupt")  # fmt: skip
+    bad("flags-before-limit", "9.2", "flags = 1 and directory_size above 2^26",
+        patch(patch(good, 12, b"\1"), 16, (1 << 27).to_bytes(8, "little")), "corrupt")  # fmt: skip
+    bad("chunk-log2-before-limit", "9.2", "chunk_log2 = 11 and tensor_count above 2^20",
+        patch(patch(good, 52, b"\x0b"), 40, ((1 << 20) + 1).to_bytes(4, "little")), "corrupt")  # fmt: skip
+    bad("required-feature-then-corrupt", "4.2.1", "an unknown required feature, then tensors out of order",
+        build([v.raw(name="b"), v.raw(name="a")], features=[(0x10, 1, b"")], minor=1), "unsupported-feature")  # fmt: skip
+    t = v.raw(shape=(0, 2), data=b"")
+    t.shape = (0, 1 << 49)
+    bad("limit-dimension-after-zero", "4.6", "shape (0, 2^49): each dimension is checked", build([t]), "limit")
+    bad("truncated-version-2", "9.2", "11 bytes holding major 2", patch(good, 8, b"\2\0")[:11], "truncated")
+    for name, raw, what in (("name-surrogate", b"\xed\xa0\x80", "an encoded surrogate U+D800"),
+                            ("name-overlong", b"\xc0\x80", "an overlong U+0000")):  # fmt: skip
+        t = v.raw()
+        t.name = raw
+        bad(name, "4.2", f"a name holding {what}", build([t]), "corrupt")
+    t = v.raw(shape=(0, 3), data=b"")
+    t.table_crc = 5
+    bad("empty-body-table-crc", "4.4", "an empty body whose table_crc is not 0", build([t]), "checksum")
+    for log2 in (3, 25):
+        t = v.icq(outliers=0)
+        fields(t, segment_log2=log2)
+        bad(f"segment-log2-{log2}-no-outliers", "6.2", f"segment_log2 = {log2} in a tensor without outliers",
+            build([t]), "corrupt")  # fmt: skip
+    bad("escape-past-segment-end", "8", "escapes carry the cursor past the segment end, then a symbol",
+        build([v.icq(rows=1, cols=16, outliers=1, positions=[[3]], symbols=[3] * 6 + [0], gap_bits=2, counts=[7])]),
+        "corrupt")  # fmt: skip
+
+
 def generate() -> Vectors:
     v = Vectors()
     valid(v)
     invalid(v)
     future(v)
+    clarifications(v)
     return v
 
 

@@ -31,7 +31,7 @@ def inputs(mutations: int, corpus: Path | None) -> Iterator[tuple[str, bytes]]:
     valid = []
     for entry in manifest["vectors"]:
         data = (HERE / "vectors" / entry["kind"] / f"{entry['name']}.icq").read_bytes()
-        if entry["kind"] == "valid":
+        if entry["kind"] == "valid" and entry["spec_version"] == "1.0":  # later vectors leave the mutations as recorded
             valid.append(data)
         yield f"{entry['kind']}/{entry['name']}", data
     rng = random.Random(SEED)

@@ -17,6 +17,8 @@ from icqcodec import files
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import oracle  # noqa: E402
+
 from conformance import generate, runner  # noqa: E402
 from conformance.invariants import decode_or_reject, mutate, rechecksum  # noqa: E402
 
@@ -112,3 +114,54 @@ def test_decoder_outcomes_as_recorded():
     from conformance import parity
 
     assert parity.main(["check", str(ROOT / "conformance" / "outcomes.json")]) == 0
+
+
+@pytest.mark.parametrize("entry", VALID, ids=[e["name"] for e in VALID])
+def test_expected_outputs_agree_with_an_independent_oracle(entry):
+    """The expected bytes come from the reference decoder; an oracle sharing no code with it (the
+    float64 level formula, tests/oracle.py) must give the same bits."""
+    folder = ROOT / "conformance" / "vectors" / "valid" / f"{entry['name']}.expected"
+    expected = json.loads((folder / "tensors.json").read_text())
+    decoded = oracle.decode(vector(entry))
+    assert [(n, d, s) for n, d, s, _ in decoded] == [(e["name"], e["dtype"], e["shape"]) for e in expected]
+    for (name, _, _, content), e in zip(decoded, expected, strict=True):
+        assert content == (folder / e["file"]).read_bytes(), name
+
+
+def test_bundle_holds_everything_and_runs_with_the_standard_library(tmp_path):
+    import hashlib
+    import importlib.util
+    import os
+    import subprocess
+    import tarfile
+
+    from conformance import __main__ as cli
+
+    target = tmp_path / "icq.tar.gz"
+    assert cli.main(["bundle", str(target)]) == 0
+    first = target.read_bytes()
+    assert cli.main(["bundle", str(target)]) == 1 and target.read_bytes() == first  # never clobbered
+    assert cli.main(["bundle", str(target), "--force"]) == 0 and target.read_bytes() == first  # reproducible
+    with tarfile.open(target) as tar:
+        tar.extractall(tmp_path, filter="data")
+    top = tmp_path / f"icq-conformance-{generate.SPEC_VERSION}"
+    sums = [line.split("  ", 1) for line in (top / "SHA256SUMS").read_text().splitlines()]
+    assert len(sums) == sum(1 for p in top.rglob("*") if p.is_file()) - 1
+    assert all(hashlib.sha256((top / name).read_bytes()).hexdigest() == digest for digest, name in sums)
+    for name in ("spec/icq-format.md", "spec/worked-example.md", "spec/worked-example-2.md", "README.md"):
+        assert (top / name).is_file(), name
+
+    # the bundled runner, in isolated mode without site-packages, drives the reference decoder
+    decoder = f"{sys.executable} -m conformance decode {{input}} {{output}}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-I", "-S", "run.py", "--decoder", decoder, "--only=-past-"],
+                          cwd=top, env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    expected = sum("-past-" in e["name"] for e in MANIFEST["vectors"])
+    assert done.returncode == 0 and done.stdout.strip().endswith(f"{expected} passed, 0 failed"), done
+
+    # and every bundled vector with its manifest passes the reference decoder in process
+    spec = importlib.util.spec_from_file_location("bundled_runner", top / "runner.py")
+    bundled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundled)
+    passed, failures = bundled.run(bundled.in_process("reference"))
+    assert failures == [] and passed == len(MANIFEST["vectors"])
