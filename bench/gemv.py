@@ -1,0 +1,102 @@
+"""Time of ``IcqLinear`` on the GPU beside cuBLAS bfloat16, at the shapes of Llama-3-8B/70B layers.
+
+For each shape (out x in), code width (2, 3, 4 bits, uniform, 5% outliers, Student-t(4) weights,
+default encoder) and rows of activations (1, 4, 16, bfloat16): the median time per call over CUDA
+graph replays, each replay cycling through enough copies of the weight to leave the L2 cache, and
+the weight bytes read per second (payload bytes / time) against a device-to-device copy measured
+in the same run. cuBLAS runs ``F.linear`` on a bfloat16 weight the same way.
+
+    python bench/gemv.py [--shapes 4096x4096 ...] [--bits 2 3 4] [--rows 1 4 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from icqcodec.torch import IcqLinear  # noqa: E402
+
+SHAPES = ("4096x4096", "4096x14336", "14336x4096", "8192x28672", "28672x8192")
+CACHE_BYTES = 256 << 20  # copies of a weight cycled per replay: well beyond the H200's 60 MB L2
+REPLAYS = 20
+
+
+def timed(calls, repeats: int = 7) -> float:
+    """Median seconds per call of ``calls`` (a list of closures) captured once in a CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls[:2]:
+            call()  # warm up: compile, allocate
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    samples = []
+    for _ in range(repeats):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(REPLAYS):
+            graph.replay()
+        stop.record()
+        stop.synchronize()
+        samples.append(start.elapsed_time(stop) / 1e3 / (REPLAYS * len(calls)))
+    return statistics.median(samples)
+
+
+def copy_bandwidth() -> float:
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    return 2 * a.numel() / timed([lambda: b.copy_(a)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    copy = copy_bandwidth()
+    print(f"{torch.cuda.get_device_name()}; device-to-device copy {copy / 1e9:.0f} GB/s (read + write)\n")
+    print("| shape (out x in) | weight | rows | time us | weight GB/s | % of copy |")
+    print("|---|---|---|---|---|---|")
+    for shape in args.shapes:
+        out_features, in_features = (int(v) for v in shape.split("x"))
+        weight = torch.from_numpy((rng.standard_t(4, size=(out_features, in_features)) * 0.02).astype(np.float32))
+        dense = weight.to("cuda", torch.bfloat16)
+        layers = {"bfloat16 (cuBLAS)": None}
+        for bits in args.bits:
+            layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, dtype="bfloat16", device="cuda")
+        for label, layer in layers.items():
+            size = dense.numel() * 2 if layer is None else layer.payload.numel()
+            copies = max(1, -(-CACHE_BYTES // size))
+            if layer is None:
+                weights = [dense] + [dense.clone() for _ in range(copies - 1)]
+            else:
+                weights = [layer] + [IcqLinear(layer.layout, device="cuda") for _ in range(copies - 1)]
+            for rows in args.rows:
+                x = torch.randn(rows, in_features, dtype=torch.bfloat16, device="cuda")
+                if layer is None:
+                    calls = [lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in weights]
+                else:
+                    calls = [lambda w=w, x=x: w(x) for w in weights]
+                seconds = timed(calls)
+                rate = size / seconds
+                print(f"| {shape} | {label} | {rows} | {seconds * 1e6:.1f} | {rate / 1e9:.0f} | "
+                      f"{100 * rate / copy:.0f}% |", flush=True)  # fmt: skip
+            del weights
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""An icq tensor laid out for a linear layer on the GPU, and the kernels that run from it.
+
+The layout keeps the tensor's payload byte for byte (so it can be written back unchanged) and adds
+one array: the start of every (row, segment) gap chain, the prefix sum of the segment counts (spec
+section 8), 8 bytes per segment. The payload is checked on the host before anything is uploaded:
+the whole decode of the numba decoder, so the kernels only ever see valid chains. The kernels
+(``linear_kernels.cu``, compiled by NVRTC through CuPy on first use and cached by CuPy) need no
+torch; :mod:`icqcodec.torch` wraps them in a module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from .bitstream import packed_size
+from .constants import CODING_ICQ
+from .container import Header, TensorRecord, bytes_reader, read_header, tensor_layout
+from .numba_decoder import decode_tensor
+from .payload_checks import segment_starts
+
+__all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "kernels"]
+
+MAX_FUSED_ROWS = 16  # rows of activations the fused kernel takes (MAX_ACTIVATION_ROWS in the source)
+WARPS_PER_BLOCK = 8
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One icq tensor ready for the kernels: its record, its payload as stored and the symbol start
+    of every (row, segment)."""
+
+    record: TensorRecord
+    chunk_log2: int
+    payload: np.ndarray  # uint8: body and chunk table, exactly the file's bytes
+    starts: np.ndarray  # int64, rows * segments + 1
+
+    @property
+    def arguments(self) -> tuple[int, ...]:
+        """The kernels' scalar tensor arguments after the body pointer: section offsets (codebook -1
+        if none), then rows, cols, bits, outliers, gap_bits, segment_log2, row stride."""
+        p, sections = self.record.params, tensor_layout(self.record, self.chunk_log2).sections
+        codebook = sections["codebook"][0] if "codebook" in sections else -1
+        gaps = sections["gaps"][0] if "gaps" in sections else 0
+        return (codebook, sections["params"][0], sections["codes"][0], gaps, self.record.rows, self.record.cols,
+                p.bits, p.outliers, p.gap_bits, p.segment_log2, packed_size(self.record.cols, p.bits))  # fmt: skip
+
+    def header(self) -> tuple[Header, TensorRecord]:
+        """A header and record that describe the payload alone (at data offset 0), for the decoders."""
+        record = dataclasses.replace(self.record, offset=0)
+        size = int(self.payload.size)
+        return Header(1, 0, self.chunk_log2, 0, 0, size, (), {}, (record,), {record.name: record}), record
+
+    def decode(self) -> np.ndarray:
+        """The decoders' exact output (numba decoder)."""
+        header, record = self.header()
+        return decode_tensor(header, record, bytes_reader(self.payload)[0])
+
+
+def layout_of(header: Header, record: TensorRecord, read_at) -> Layout:
+    """Check an icq tensor of a file (its whole decode) and lay it out; FormatError if it is bad."""
+    if record.coding != CODING_ICQ:
+        raise ValueError(f"tensor {record.name!r} is stored raw, not icq-coded; load it as a plain weight")
+    if len(record.shape) != 2:
+        raise ValueError(f"tensor {record.name!r} has shape {record.shape}; a linear layer needs a matrix")
+    decode_tensor(header, record, read_at)  # every rule of spec section 9.2 step 9, before upload
+    start = header.data_offset + record.offset
+    payload = np.frombuffer(bytes(read_at(start, record.size)), dtype=np.uint8).copy()
+    layout = Layout(record, header.chunk_log2, payload, np.zeros(1, np.int64))
+    p = record.params
+    if not p.outliers:
+        return layout
+    segments = -(-record.cols // p.segment)
+    begin, size = tensor_layout(record, header.chunk_log2).sections["counts"]
+    words = np.frombuffer(payload[begin : begin + packed_size(record.rows * segments, p.count_bits)], dtype="<u4")
+    starts, _ = segment_starts(words.astype(np.uint32), record.rows * segments, p.count_bits, p.total_symbols)
+    return dataclasses.replace(layout, starts=starts)
+
+
+def load_layout(data, name: str) -> Layout:
+    """The layout of tensor ``name`` of an .icq file's bytes (or a memory map of them)."""
+    read_at, size = bytes_reader(data)
+    header = read_header(read_at, size)
+    if name not in header.by_name:
+        raise KeyError(f"no tensor {name!r} in the file")
+    return layout_of(header, header.by_name[name], read_at)
+
+
+@functools.cache
+def kernels():
+    """(fused linear, levels) kernels, compiled on first use."""
+    import cupy
+
+    source = resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
+    module = cupy.RawModule(code=source, options=("-std=c++17",))
+    return module.get_function("icq_linear"), module.get_function("icq_levels")

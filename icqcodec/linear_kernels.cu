@@ -1,0 +1,198 @@
+// Kernels of icqcodec.linear: y = x @ L^T from an icq payload (spec sections 6.2, 7 and 8), and the
+// levels L themselves, one warp per weight row. The payload's bytes are read as they are stored.
+//
+// A row's dot product is its inliers' sum over every column, each code taken as an inlier, plus,
+// for each outlier of its gap chains, x times (outlier level - inlier level) of the same code: the
+// codes are stored in place, so the first pass needs no mask. The chains are walked 32 symbols at
+// a time with a warp prefix sum of the cursor advances. The host has checked the payload (the
+// numba decoder) before upload, so every chain is valid; positions are still bounded to the row.
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#define MAX_ACTIVATION_ROWS 16
+
+// The tensor's arguments, first in every kernel (CuPy passes scalars and pointers, not structs).
+#define TENSOR_ARGS const unsigned char *body_, long long codebook_, long long params_, long long codes_, \
+    long long gaps_, const long long *starts_, int rows_, int cols_, int bits_, int outliers_, int gap_bits_, \
+    int segment_log2_, long long row_stride_
+#define TENSOR {body_, codebook_, params_, codes_, gaps_, starts_, rows_, cols_, bits_, outliers_, gap_bits_, \
+    segment_log2_, row_stride_}
+
+struct Tensor {
+    const unsigned char* body;
+    long long codebook, params, codes, gaps;  // section starts within the body (codebook: -1 if none)
+    const long long* starts;                   // rows * segments + 1 symbol starts (prefix of the counts)
+    int rows, cols, bits, outliers, gap_bits, segment_log2;
+    long long row_stride;                      // bytes per code row
+};
+
+__device__ __forceinline__ unsigned field(const unsigned* words, long long position, int width) {
+    long long w = position >> 5;
+    int shift = (int)(position & 31);
+    unsigned long long value = words[w];
+    if (shift + width > 32) value |= (unsigned long long)words[w + 1] << 32;
+    return (unsigned)((value >> shift) & ((1ull << width) - 1));
+}
+
+__device__ __forceinline__ float load(const void* x, long long i, int bf16) {
+    return bf16 ? __bfloat162float(((const __nv_bfloat16*)x)[i]) : __half2float(((const __half*)x)[i]);
+}
+
+__device__ __forceinline__ void store(void* y, long long i, float v, int bf16) {
+    if (bf16) ((__nv_bfloat16*)y)[i] = __float2bfloat16_rn(v);
+    else ((__half*)y)[i] = __float2half_rn(v);
+}
+
+struct Row {  // one weight row's levels (spec section 7)
+    float offset, scale, o_offset, o_scale;
+    const float* book;  // shared: inlier entries then outlier entries; null for the uniform kind
+    int bits;
+
+    __device__ __forceinline__ float inlier(unsigned q) const {
+        return fmaf(book ? book[q] : (float)q, scale, offset);  // the product is exact (spec 7)
+    }
+    __device__ __forceinline__ float outlier(unsigned q) const {
+        unsigned m = q & ((1u << (bits - 1)) - 1);
+        float magnitude = fmaf(book ? book[(1u << bits) + m] : (float)m, o_scale, o_offset);
+        return (q >> (bits - 1)) ? -magnitude : magnitude;
+    }
+};
+
+__device__ __forceinline__ Row row_levels(const Tensor& t, int n, const float* book) {
+    const __half* p = (const __half*)(t.body + t.params) + (long long)n * (t.outliers ? 4 : 2);
+    Row r;
+    r.offset = __half2float(p[0]);
+    r.scale = __half2float(p[1]);
+    r.o_offset = t.outliers ? __half2float(p[2]) : 0.0f;
+    r.o_scale = t.outliers ? __half2float(p[3]) : 0.0f;
+    r.book = book;
+    r.bits = t.bits;
+    return r;
+}
+
+__device__ __forceinline__ const float* shared_book(const Tensor& t, float* book) {
+    if (t.codebook < 0) return nullptr;
+    int entries = (1 << t.bits) + (t.outliers ? (1 << (t.bits - 1)) : 0);
+    const __half* stored = (const __half*)(t.body + t.codebook);
+    for (int i = threadIdx.x; i < entries; i += blockDim.x) book[i] = __half2float(stored[i]);
+    __syncthreads();
+    return book;
+}
+
+// Calls visit(column, code) for every outlier of row n, from the lanes of one warp.
+template <typename Visit>
+__device__ __forceinline__ void outliers_of(const Tensor& t, int n, const unsigned* codes, Visit visit) {
+    int lane = threadIdx.x & 31;
+    int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
+    const unsigned* gaps = (const unsigned*)(t.body + t.gaps);
+    unsigned escape = (1u << t.gap_bits) - 1;
+    for (int s = 0; s < segments; ++s) {
+        long long first = t.starts[(long long)n * segments + s];
+        long long count = t.starts[(long long)n * segments + s + 1] - first;
+        long long cursor = (long long)s << t.segment_log2;
+        for (long long i0 = 0; i0 < count; i0 += 32) {
+            long long i = i0 + lane;
+            unsigned v = i < count ? field(gaps, (first + i) * t.gap_bits, t.gap_bits) : 0;
+            long long advance = i < count ? (v == escape ? (long long)escape : (long long)v + 1) : 0;
+            long long total = advance;
+            for (int d = 1; d < 32; d <<= 1) {
+                long long other = __shfl_up_sync(0xffffffffu, total, d);
+                if (lane >= d) total += other;
+            }
+            long long column = cursor + total - advance + v;
+            if (i < count && v != escape && column < t.cols) visit((int)column, field(codes, (long long)column * t.bits, t.bits));
+            cursor += __shfl_sync(0xffffffffu, total, 31);
+        }
+    }
+}
+
+// Activations are staged in shared memory a chunk of 1024 columns at a time, shared by the block's
+// 8 rows. Lane l takes 32 consecutive columns of the chunk: their codes are exactly `bits` whole
+// words, read in order; its activations sit 34 halves apart (32 plus 2 of padding), so the 32 lanes
+// read 32 different banks.
+#define CHUNK 1024
+#define PITCH 34
+#define X_ROW (CHUNK / 32 * PITCH)
+
+__device__ __forceinline__ float from_bits(unsigned short u, int bf16) {
+    return bf16 ? __uint_as_float((unsigned)u << 16) : __half2float(__ushort_as_half(u));
+}
+
+// y[m, n] = sum_k x[m, k] L[n, k] (+ bias[n]) for m < activations <= 16; 8 warps per block.
+extern "C" __global__ void __launch_bounds__(256) icq_linear(TENSOR_ARGS, const void* x, long long x_stride,
+                                                             int activations, int bf16, const void* bias, void* y) {
+    const Tensor t = TENSOR;
+    __shared__ float book_store[256 + 128];
+    __shared__ unsigned short xs[MAX_ACTIVATION_ROWS * X_ROW];
+    const float* book = shared_book(t, book_store);
+    int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    bool active = n < t.rows;
+    Row r = row_levels(t, active ? n : 0, book);
+    const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)(active ? n : 0) * t.row_stride);
+    const unsigned short* xbits = (const unsigned short*)x;
+    unsigned mask = (1u << t.bits) - 1;
+    float acc[MAX_ACTIVATION_ROWS];
+#pragma unroll
+    for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) acc[m] = 0.0f;
+    for (int c0 = 0; c0 < t.cols; c0 += CHUNK) {
+        int width = min(CHUNK, t.cols - c0);
+        __syncthreads();  // every warp is done with the previous chunk
+        for (int i = threadIdx.x; i < activations * CHUNK; i += blockDim.x) {
+            int m = i / CHUNK, c = i % CHUNK;
+            xs[m * X_ROW + (c >> 5) * PITCH + (c & 31)] = c < width ? xbits[m * x_stride + c0 + c] : 0;
+        }
+        __syncthreads();
+        int first = c0 + lane * 32;
+        if (!active || first >= t.cols) continue;
+        const unsigned* words = codes + (long long)(first >> 5) * t.bits;
+        int count = min(32, t.cols - first), next = 0, have = 0;
+        unsigned long long buffer = 0;
+        const unsigned short* mine = xs + lane * PITCH;
+        for (int j = 0; j < count; ++j) {
+            if (have < t.bits) {
+                buffer |= (unsigned long long)words[next++] << have;
+                have += 32;
+            }
+            float level = r.inlier((unsigned)buffer & mask);
+            buffer >>= t.bits;
+            have -= t.bits;
+#pragma unroll
+            for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m)
+                if (m < activations) acc[m] = fmaf(from_bits(mine[m * X_ROW + j], bf16), level, acc[m]);
+        }
+    }
+    if (!active) return;
+    if (t.outliers) {
+        outliers_of(t, n, codes, [&](int column, unsigned q) {
+            float difference = r.outlier(q) - r.inlier(q);
+#pragma unroll
+            for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m)
+                if (m < activations) acc[m] = fmaf(load(x, m * x_stride + column, bf16), difference, acc[m]);
+        });
+    }
+#pragma unroll
+    for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) {
+        if (m >= activations) break;
+        float v = acc[m];
+        for (int d = 16; d > 0; d >>= 1) v += __shfl_down_sync(0xffffffffu, v, d);
+        if (lane == 0) store(y, (long long)m * t.rows + n, bias ? v + load(bias, n, bf16) : v, bf16);
+    }
+}
+
+// w[n, k] = L[n, k] in the activation dtype (the path for more than 16 rows of activations).
+extern "C" __global__ void __launch_bounds__(256) icq_levels(TENSOR_ARGS, int bf16, void* w) {
+    const Tensor t = TENSOR;
+    __shared__ float book_store[256 + 128];
+    const float* book = shared_book(t, book_store);
+    int n = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (n >= t.rows) return;
+    Row r = row_levels(t, n, book);
+    const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
+    long long base = (long long)n * t.cols;
+    for (int k = threadIdx.x & 31; k < t.cols; k += 32) store(w, base + k, r.inlier(field(codes, (long long)k * t.bits, t.bits)), bf16);
+    if (t.outliers) {
+        __syncwarp();  // the outliers overwrite inlier values this warp stored
+        outliers_of(t, n, codes, [&](int column, unsigned q) { store(w, base + column, r.outlier(q), bf16); });
+    }
+}

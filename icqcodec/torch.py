@@ -1,0 +1,143 @@
+"""``IcqLinear``: a linear layer that runs from its icq payload (optional extra ``icqcodec[torch]``).
+
+On a CUDA device, up to 16 rows of float16 or bfloat16 activations go through one fused kernel
+that reads the codes, row parameters and gap chains as they are stored and never writes the weight
+to memory; more rows decode the weight to the activation dtype once per call and use cuBLAS. On the
+CPU, and for other activation dtypes, the weight is decoded (numba) and multiplied. The fused path is
+the custom op ``torch.ops.icqcodec.linear``, so ``torch.compile`` and CUDA graphs capture it.
+Results are checked against ``x @ L.T`` in float64 with a stated tolerance (``tests/test_torch.py``);
+``dequantize()`` gives the decoders' exact bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import dtypes
+from .encode import EncodeOptions, assemble, encode_tensor
+from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, load_layout
+
+__all__ = ["IcqLinear"]
+
+FUSED_DTYPES = (torch.float16, torch.bfloat16)
+ROWS = 4  # index of rows in Layout.arguments
+
+
+def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args) -> None:
+    import cupy
+
+    rows = tensor_args[ROWS]
+    grid = (-(-rows // WARPS_PER_BLOCK),)
+    pointers = [np.uint64(payload.data_ptr()), *(np.int64(v) for v in tensor_args[:4]),
+                np.uint64(starts.data_ptr()), *(np.int32(v) for v in tensor_args[4:10]), np.int64(tensor_args[10])]  # fmt: skip
+    with cupy.cuda.ExternalStream(torch.cuda.current_stream(payload.device).cuda_stream, payload.device.index):
+        kernel(grid, (32 * WARPS_PER_BLOCK,), (*pointers, *args))
+
+
+def _pointer(tensor: torch.Tensor | None) -> np.uint64:
+    return np.uint64(0 if tensor is None else tensor.data_ptr())
+
+
+@torch.library.custom_op("icqcodec::linear", mutates_args=(), device_types="cuda")
+def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_args: list[int],
+           bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload."""
+    fused, levels = kernels()
+    bf16 = np.int32(x.dtype == torch.bfloat16)
+    rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
+    x = x.contiguous()
+    bias = None if bias is None else bias.to(x.dtype).contiguous()
+    if x.shape[0] <= MAX_FUSED_ROWS:
+        y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
+        if x.shape[0]:
+            _launch(fused, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]), bf16,
+                    _pointer(bias), _pointer(y))  # fmt: skip
+        return y
+    weight = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
+    _launch(levels, tensor_args, payload, starts, bf16, _pointer(weight))
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+@linear.register_fake
+def _(x, payload, starts, tensor_args, bias):
+    return x.new_empty((x.shape[0], tensor_args[ROWS]))
+
+
+class IcqLinear(torch.nn.Module):
+    """A linear layer whose weight is one icq tensor, kept as its payload.
+
+    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file) and ``starts`` (int64,
+    where each row segment's gap symbols start), ``bias`` if given. Resident bytes are the payload
+    plus 8 bytes per row segment.
+    """
+
+    def __init__(self, layout: Layout, bias: torch.Tensor | None = None, device=None) -> None:
+        super().__init__()
+        self.layout = layout
+        self.in_features, self.out_features = layout.record.cols, layout.record.rows
+        self.tensor_args = list(layout.arguments)
+        self.register_buffer("payload", torch.from_numpy(layout.payload.copy()).to(device))
+        self.register_buffer("starts", torch.from_numpy(layout.starts.copy()).to(device))
+        if bias is not None and tuple(bias.shape) != (self.out_features,):
+            raise ValueError(f"bias of shape {tuple(bias.shape)}, expected ({self.out_features},)")
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().to(device), requires_grad=False)
+
+    @classmethod
+    def from_icq(cls, file, name: str, bias: torch.Tensor | None = None, device=None) -> IcqLinear:
+        """The layer of tensor ``name`` of an .icq file (a path, or its bytes), checked on the host
+        before anything reaches ``device`` (default: the current CUDA device, else the CPU)."""
+        if isinstance(file, (bytes, bytearray, memoryview)):
+            layout = load_layout(file, name)
+        else:
+            with open(file, "rb") as handle:
+                layout = load_layout(handle.read(), name)
+        return cls(layout, bias, _device(device))
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, *, bits: int = 2,
+                   outlier_ratio: float = 0.05, quantizer: str = "uniform", segment_log2: int = 10,
+                   dtype: str | None = None, device=None) -> IcqLinear:  # fmt: skip
+        """Encode a float weight (out_features x in_features) with the icq coding and wrap it."""
+        options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, segment_log2=segment_log2)
+        array = weight.detach().to(torch.float32).cpu().numpy()
+        output = dtype or {torch.float16: "float16", torch.bfloat16: "bfloat16"}.get(weight.dtype, "float32")
+        data = b"".join(assemble([encode_tensor("weight", array, options, coding="icq", dtype=output)], {}))
+        device = _device(device) if device is not None or weight.device.type == "cpu" else weight.device
+        return cls(load_layout(data, "weight"), bias, device)
+
+    def payload_bytes(self) -> bytes:
+        """The tensor's payload, byte for byte as it was read."""
+        return self.payload.cpu().numpy().tobytes()
+
+    @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
+    def dequantize(self) -> torch.Tensor:
+        """The weight as the decoders give it (the file's output dtype, exact bits), on this device."""
+        array = self.layout.decode()
+        if self.layout.record.dtype == dtypes.BFLOAT16:
+            tensor = torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.to(self.payload.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input of {x.shape[-1]} features, expected {self.in_features}")
+        flat = x.reshape(-1, self.in_features)
+        if x.is_cuda and x.dtype in FUSED_DTYPES:
+            y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
+        else:
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            y = torch.nn.functional.linear(flat, self.dequantize().to(x.dtype), bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        p = self.layout.record.params
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={p.bits}, "
+                f"kind={p.kind}, outliers={p.outliers}, bias={self.bias is not None}")  # fmt: skip
+
+
+def _device(device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
