@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .runner import external, in_process, run
+from .runner import external, in_process, report, run
 
 
 def decode_command(source: str, target: str) -> int:
@@ -59,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"wrote {args.output}: {count} files")
         return 0
-    passed, failures = run(in_process(args.backend) if args.backend else external(args.decoder), only=args.only)
-    for line in failures:
-        print(line)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return report(*run(in_process(args.backend) if args.backend else external(args.decoder), only=args.only))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runner import external, run  # noqa: E402
+from runner import external, report, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="TEXT", help="only vectors whose name contains TEXT")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per vector (default 60)")
     args = parser.parse_args(argv)
-    passed, failures = run(external(args.decoder, timeout=args.timeout), only=args.only)
-    for line in failures:
-        print(line)
-    print(f"{passed} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return report(*run(external(args.decoder, timeout=args.timeout), only=args.only))
 
 
 if __name__ == "__main__":

@@ -105,3 +105,11 @@ def run(decoder: Callable[[bytes, Path], Outcome], *, only: str | None = None) -
         else:
             passed += 1
     return passed, failures
+
+
+def report(passed: int, failures: list[str]) -> int:
+    """Print one line per failure and the totals; the exit status (1 on any failure)."""
+    for line in failures:
+        print(line)
+    print(f"{passed} passed, {len(failures)} failed")
+    return 1 if failures else 0

@@ -106,3 +106,16 @@ def test_cuda_graph_replays_the_fused_kernel(rng):
     x.copy_(torch.randn_like(x))
     graph.replay()
     assert torch.equal(captured, layer(x)) and not torch.equal(captured, eager)
+
+
+@needs_cuda
+def test_resident_bytes_on_the_gpu_stay_within_the_payload_bound(rng):
+    data = icqcodec.encode((rng.standard_t(4, size=(1024, 4096)) * 0.02).astype(np.float32), bits=2, name="w")
+    record = read_header(*bytes_reader(data)).by_name["w"]
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    layer = IcqLinear.from_icq(data, "w", device="cuda")
+    torch.cuda.synchronize()
+    resident = torch.cuda.memory_allocated() - before
+    assert layer.payload.numel() == record.size
+    assert resident <= 1.1 * record.size + 64 * 1024, (resident, record.size)
