@@ -6,7 +6,8 @@ Evaluation text: Python's own documentation, ``pydoc_data.topics`` of the standa
 English), its first ``--eval-tokens`` tokens (default 8,704: 17 windows of 512, so 8,687 predicted
 tokens). Calibration text:
 another domain, the licence texts of Debian's ``/usr/share/common-licenses`` (legal English),
-sorted by file name, its first 16,384 tokens in windows of 512. Each row's perplexity is beside its
+sorted by file name, its first ``icqcodec.calibration.TOKENS`` tokens in windows of ``SEQ_LEN``
+(the defaults of ``icqcodec calibrate``; ``bench/calibration_sweep.py`` measured them). Each row's perplexity is beside its
 ratio to the base's, with the 95% interval of that ratio from the token-level mean of the paired
 log-likelihood differences.
 
@@ -41,9 +42,10 @@ from peers.scalar import rtn_clipped  # noqa: E402
 
 import icqcodec  # noqa: E402
 from icqcodec import llm  # noqa: E402
-from icqcodec.calibration import TOKENS, Statistics, load_statistics, save_statistics  # noqa: E402
+from icqcodec.calibration import SEQ_LEN, TOKENS, Statistics, load_statistics, save_statistics  # noqa: E402
 from icqcodec.container import bytes_reader, read_header  # noqa: E402
 from icqcodec.encode import EncodeOptions, assemble  # noqa: E402
+from icqcodec.hessian import DAMPING  # noqa: E402
 
 CACHE = HERE / ".llm_cache"
 WINDOW = 512
@@ -101,14 +103,15 @@ def set_weights(model, weights: dict[str, np.ndarray]) -> None:
 
 
 def statistics(model, windows, base_state) -> Statistics:
-    path = CACHE / "statistics-full.safetensors"
+    path = CACHE / f"statistics-{windows.numel()}-{windows.shape[1]}.safetensors"
     if not path.exists():
         model.load_state_dict(base_state)
         save_statistics(path, llm.calibrate(model, windows))
     return load_statistics(path)
 
 
-def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibration, stats) -> tuple[float, float]:
+def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibration, stats, *,
+                damping: float = DAMPING) -> tuple[float, float]:  # fmt: skip
     """Put the setting's weights into ``model``; returns (its bits/weight, seconds to quantize)."""
     model.load_state_dict(base_state)
     weights = {n: m.weight.detach().numpy().copy() for n, m in linears(model).items()}
@@ -119,13 +122,13 @@ def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibrat
         group = int(row.split("-g")[1])
         out = {n: gptq(w, stats.get(n), bits, group) for n, w in weights.items()}
     elif row == "icq-layers":
-        encoded = llm.quantize(model, calibration, EncodeOptions(bits=bits, quantizer=quantizer))
+        encoded = llm.quantize(model, calibration, EncodeOptions(bits=bits, quantizer=quantizer, damping=damping))
         return icq_bits(b"".join(assemble(list(encoded.values()), {}))), time.perf_counter() - start
     else:
         use = {"icq": None, "icq-full": stats}.get(row)
         if row == "icq-diag":
             use = Statistics({n: np.ascontiguousarray(np.diag(stats.get(n))) for n in weights})
-        data = icqcodec.save(weights, bits=bits, quantizer=quantizer, coding="icq", calibration=use)
+        data = icqcodec.save(weights, bits=bits, quantizer=quantizer, coding="icq", calibration=use, damping=damping)
         set_weights(model, icqcodec.load(data))
         return icq_bits(data), time.perf_counter() - start
     set_weights(model, {n: q for n, (q, _) in out.items()})
@@ -153,7 +156,7 @@ def main() -> None:
     model, tokenizer = llm.load_model(model_path())
     base_state = {k: v.clone() for k, v in model.state_dict().items()}
     evaluation = llm.token_windows(tokenizer, evaluation_text(), args.eval_tokens, WINDOW)
-    calibration = llm.token_windows(tokenizer, calibration_text(), TOKENS, WINDOW)
+    calibration = llm.token_windows(tokenizer, calibration_text(), TOKENS, SEQ_LEN)
     results_path = CACHE / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     base_file = CACHE / f"nll-base-{args.eval_tokens}.npy"
@@ -172,8 +175,9 @@ def main() -> None:
             if row == "base":
                 continue
             for quantizer in args.quantizers if row.startswith("icq") else ["-"]:
-                key = f"{row}/{bits}/{quantizer}/{args.eval_tokens}"
-                nll_file = CACHE / f"nll-{row}-{bits}-{quantizer}-{args.eval_tokens}.npy"
+                # the calibration and the damping are part of the key: a changed default is a new setting
+                setting = f"{row}-{bits}-{quantizer}-{args.eval_tokens}-{calibration.numel()}x{SEQ_LEN}-d{DAMPING:g}"
+                key, nll_file = setting, CACHE / f"nll-{setting}.npy"
                 if key not in results or not nll_file.exists():
                     rate, seconds = run_setting(row, bits, quantizer, model, base_state, calibration, stats)
                     np.save(nll_file, token_nll(model, evaluation))
@@ -187,8 +191,8 @@ def main() -> None:
                 print(f"| {row} | {bits} | {quantizer} | {entry['bits_per_weight']:.3f} | {math.exp(nll.mean()):.2f} "
                       f"| {ratio:.3f} ({low:.3f}-{high:.3f}) | {entry['seconds']:.0f} |", flush=True)  # fmt: skip
     (HERE / "llm_quality.json").write_text(json.dumps(table, indent=1) + "\n")
-    print(f"\n{base.size} evaluation tokens (pydoc_data.topics), {calibration.numel()} calibration tokens "
-          f"(/usr/share/common-licenses); {time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(f"\n{base.size} evaluation tokens (pydoc_data.topics), {calibration.numel()} calibration tokens in windows "
+          f"of {calibration.shape[1]} (/usr/share/common-licenses); {time.perf_counter() - started:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

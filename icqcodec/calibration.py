@@ -31,7 +31,7 @@ __all__ = ["TOKENS", "SEQ_LEN", "DIAGONAL_ABOVE", "STATISTICS_KEY", "Statistics"
 STATISTICS_KEY = "icq.statistics"
 FORMAT = 1
 TOKENS = 16384  # calibration tokens, by default
-SEQ_LEN = 512  # tokens per calibration window, by default
+SEQ_LEN = 128  # tokens per calibration window, by default (bench/calibration_sweep.py: shorter windows did better)
 DIAGONAL_ABOVE = 16384  # inputs above which only the diagonal is kept (a full H would be 1 GiB in float32)
 PREPARED_KEPT = 4  # prepared statistics kept for the names that share them (q/k/v, gate/up)
 

@@ -1,9 +1,9 @@
 """Causal language models from Hugging Face transformers: calibration text, layer-by-layer statistics
 and layer-by-layer quantization (optional extra ``icqcodec[calibrate]``).
 
-Layer by layer, as GPTQ does: the inputs of the first decoder layer are caught once for every
-calibration window; each layer then runs on them with hooks on its linears, and its outputs become
-the next layer's inputs. Memory stays at the model, the windows' hidden states and one layer's
+Layer by layer, as GPTQ does: the inputs of the first decoder layer are caught once for every batch
+of calibration windows (``BATCH_TOKENS`` tokens a forward pass); each layer then runs on them with
+hooks on its linears, and its outputs become the next layer's inputs. Memory stays at the model, the windows' hidden states and one layer's
 statistics. :func:`quantize` replaces each layer's linears by their decoded icq codes before the
 layer's outputs are computed, so each layer is calibrated on the inputs the quantized model gives it.
 """
@@ -38,6 +38,7 @@ __all__ = [
 
 
 LayerHook = Callable[[int, torch.nn.Module, Statistics], None]
+BATCH_TOKENS = 4096  # calibration tokens a forward pass takes: windows run in batches of this many tokens
 
 
 def load_model(path: Path, device: str = "cpu"):
@@ -106,10 +107,11 @@ def _first_layer_inputs(model, layers: torch.nn.ModuleList, windows: torch.Tenso
 
     handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
     device = next(model.parameters()).device
+    per_batch = max(1, BATCH_TOKENS // windows.shape[1])
     try:
-        for window in windows:
+        for start in range(0, windows.shape[0], per_batch):
             try:
-                model(window[None].to(device), use_cache=False)
+                model(windows[start : start + per_batch].to(device), use_cache=False)
             except _Caught:
                 pass
     finally:
