@@ -43,8 +43,7 @@ def contents() -> dict[str, bytes]:
 def archive(files: dict[str, bytes], top: str) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        folders = sorted({str(Path(name).parent) for name in files} - {"."})
-        for folder in sorted({p for f in folders for p in [*map(str, Path(f).parents), f]} - {"."}):
+        for folder in sorted({str(parent) for name in files for parent in Path(name).parents} - {"."}):
             info = tarfile.TarInfo(f"{top}/{folder}")
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, EPOCH
             tar.addfile(info)
