@@ -86,7 +86,7 @@ def load_layout(data, name: str) -> Layout:
     read_at, size = bytes_reader(data)
     header = read_header(read_at, size)
     if name not in header.by_name:
-        raise KeyError(f"no tensor {name!r} in the file")
+        raise KeyError(f"no tensor named {name!r}")
     return layout_of(header, header.by_name[name], read_at)
 
 

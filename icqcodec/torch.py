@@ -16,7 +16,8 @@ import torch
 
 from . import dtypes
 from .encode import EncodeOptions, assemble, encode_tensor
-from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, load_layout
+from .files import safe_open
+from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, layout_of, load_layout
 
 __all__ = ["IcqLinear"]
 
@@ -89,9 +90,9 @@ class IcqLinear(torch.nn.Module):
         before anything reaches ``device`` (default: the current CUDA device, else the CPU)."""
         if isinstance(file, (bytes, bytearray, memoryview)):
             layout = load_layout(file, name)
-        else:
-            with open(file, "rb") as handle:
-                layout = load_layout(handle.read(), name)
+        else:  # mapped: one layer of a large checkpoint reads its own bytes only
+            with safe_open(file) as mapped:
+                layout = layout_of(mapped.header, mapped.record(name), mapped.read_at)
         return cls(layout, bias, _device(device))
 
     @classmethod

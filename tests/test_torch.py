@@ -71,8 +71,15 @@ def test_bad_input_is_refused_before_upload(rng, tmp_path):
     raw = files.save({"r": w}, coding="raw")
     with pytest.raises(ValueError, match="stored raw"):
         IcqLinear.from_icq(raw, "r", device="cpu")
-    with pytest.raises(KeyError, match="no tensor 'x'"):
+    with pytest.raises(KeyError, match="no tensor named 'x'"):
         IcqLinear.from_icq(raw, "x", device="cpu")
+    path = tmp_path / "w.icq"
+    path.write_bytes(bytes(data))
+    with pytest.raises(icqcodec.ChecksumError):
+        IcqLinear.from_icq(path, "w", device="cpu")
+    path.write_bytes(b"")
+    with pytest.raises(icqcodec.FormatError, match="ends inside the magic"):
+        IcqLinear.from_icq(path, "w", device="cpu")
     layer = IcqLinear.from_icq(icqcodec.encode(w, name="w"), "w", device="cpu")
     with pytest.raises(ValueError, match="input of 63 features, expected 64"):
         layer(torch.zeros(1, 63))
