@@ -76,8 +76,8 @@ def layout_of(header: Header, record: TensorRecord, read_at) -> Layout:
         return layout
     segments = -(-record.cols // p.segment)
     begin, size = tensor_layout(record, header.chunk_log2).sections["counts"]
-    words = np.frombuffer(payload[begin : begin + packed_size(record.rows * segments, p.count_bits)], dtype="<u4")
-    starts, _ = segment_starts(words.astype(np.uint32), record.rows * segments, p.count_bits, p.total_symbols)
+    words = np.frombuffer(payload[begin : begin + size], dtype="<u4").astype(np.uint32)
+    starts, _ = segment_starts(words, record.rows * segments, p.count_bits, p.total_symbols)
     return dataclasses.replace(layout, starts=starts)
 
 

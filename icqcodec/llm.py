@@ -3,8 +3,8 @@ and layer-by-layer quantization (optional extra ``icqcodec[calibrate]``).
 
 Layer by layer, as GPTQ does: the inputs of the first decoder layer are caught once for every batch
 of calibration windows (``BATCH_TOKENS`` tokens a forward pass); each layer then runs on them with
-hooks on its linears, and its outputs become the next layer's inputs. Memory stays at the model, the windows' hidden states and one layer's
-statistics. :func:`quantize` replaces each layer's linears by their decoded icq codes before the
+hooks on its linears, and its outputs become the next layer's inputs. Memory stays at the model, the
+windows' hidden states and one layer's statistics. :func:`quantize` replaces each layer's linears by their decoded icq codes before the
 layer's outputs are computed, so each layer is calibrated on the inputs the quantized model gives it.
 """
 
