@@ -20,11 +20,13 @@ rerun only computes what is missing; the table goes to ``bench/llm_quality.json`
 draws it).
 
     python bench/llm_quality.py [--bits 2 3 4] [--rows base rtn-g64 ...] [--quantizers uniform codebook]
+                                [--budgets 2.25 2.5 3.0 3.5 2-bit 3-bit]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -44,6 +46,7 @@ import icqcodec  # noqa: E402
 from icqcodec import llm  # noqa: E402
 from icqcodec.calibration import SEQ_LEN, TOKENS, Statistics, load_statistics, save_statistics  # noqa: E402
 from icqcodec.container import bytes_reader, read_header  # noqa: E402
+from icqcodec.container_writer import record_size  # noqa: E402
 from icqcodec.encode import EncodeOptions, assemble  # noqa: E402
 from icqcodec.hessian import DAMPING  # noqa: E402
 
@@ -70,12 +73,6 @@ def calibration_text() -> str:
                        if p.is_file())  # fmt: skip
 
 
-def linears(model) -> dict[str, torch.nn.Module]:
-    prefix, layers = llm.decoder_layers(model)
-    return {f"{prefix}.{i}.{n}.weight": m for i, layer in enumerate(layers) for n, m in layer.named_modules()
-            if isinstance(m, torch.nn.Linear)}  # fmt: skip
-
-
 def token_nll(model, windows: torch.Tensor) -> np.ndarray:
     """Negative log-likelihood of every predicted token, window by window."""
     out = []
@@ -89,15 +86,12 @@ def token_nll(model, windows: torch.Tensor) -> np.ndarray:
 def icq_bits(data: bytes) -> float:
     """8 x (payload + directory-record bytes) / elements of the tensors of an .icq file's bytes."""
     header = read_header(*bytes_reader(data))
-    size = elements = 0
-    for record in header.tensors:
-        size += record.size + 4 + len(record.name.encode()) + 32 + 8 * len(record.shape) + 24
-        elements += record.elements
-    return 8 * size / elements
+    size = sum(record.size + record_size(record) for record in header.tensors)
+    return 8 * size / sum(record.elements for record in header.tensors)
 
 
 def set_weights(model, weights: dict[str, np.ndarray]) -> None:
-    modules = linears(model)
+    modules = llm.decoder_linears(model)
     for name, array in weights.items():
         modules[name].weight.data.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))
 
@@ -114,7 +108,7 @@ def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibrat
                 damping: float = DAMPING) -> tuple[float, float]:  # fmt: skip
     """Put the setting's weights into ``model``; returns (its bits/weight, seconds to quantize)."""
     model.load_state_dict(base_state)
-    weights = {n: m.weight.detach().numpy().copy() for n, m in linears(model).items()}
+    weights = {n: m.weight.detach().numpy().copy() for n, m in llm.decoder_linears(model).items()}
     start = time.perf_counter()
     if row == "rtn-g64":
         out = {n: rtn_clipped(w, bits, 64) for n, w in weights.items()}
@@ -136,6 +130,44 @@ def run_setting(row: str, bits: int, quantizer: str, model, base_state, calibrat
     return rate, time.perf_counter() - start
 
 
+def run_budget(budget: float, measured, model, base_state, calibration) -> tuple[float, float, dict]:
+    """``icqcodec quantize --bpw``: allocate from candidates measured on the unquantized model, then
+    quantize layer by layer; returns (bits/weight, seconds without the measuring, the report)."""
+    model.load_state_dict(base_state)
+    start = time.perf_counter()
+    options = EncodeOptions(damping=DAMPING)
+    allocation = measured.allocate(budget)
+    encoded = llm.quantize(model, calibration, options, allocation=allocation)
+    rate = icq_bits(b"".join(assemble(list(encoded.values()), {})))
+    return rate, time.perf_counter() - start, allocation.report()
+
+
+def budgets(asked: list[str], single: dict[int, tuple[float, float]]) -> list[float]:
+    """The budgets asked for, ``N-bit`` read as the measured size of the N-bit single-width file."""
+    out = []
+    for item in asked:
+        if item.endswith("-bit") and int(item[:-4]) not in single:
+            raise SystemExit(f"budget {item}: run the icq-layers codebook row at that width too")
+        out.append(single[int(item[:-4])][0] if item.endswith("-bit") else float(item))
+    return out
+
+
+def log_linear(single: dict[int, tuple[float, float]], rate: float) -> float | None:
+    """The single-width curve's perplexity ratio at ``rate``, interpolated linearly in its logarithm."""
+    for (r0, p0), (r1, p1) in itertools.pairwise(sorted(single.values())):
+        if r0 - 1e-6 <= rate <= r1 + 1e-6:  # a budget at a single-width size may land a hair below it
+            return math.exp(math.log(p0) + (rate - r0) / (r1 - r0) * (math.log(p1) - math.log(p0)))
+    return None
+
+
+def prediction_summary(report: dict) -> dict:
+    """How well the plan predicted each tensor's measured error, and the widths it chose, by weights."""
+    pairs = [(t["predicted_error"], t["measured_error"]) for t in report["tensors"] if t.get("bits")]
+    quotients = np.array([m / p for p, m in pairs if p > 0])
+    return {"predicted_error": report["predicted_error"], "measured_error": report["measured_error"],
+            "measured_over_predicted": [float(np.percentile(quotients, q)) for q in (10, 50, 90)]}  # fmt: skip
+
+
 def interval(nll: np.ndarray, base: np.ndarray) -> tuple[float, float, float]:
     """Perplexity ratio to the base and its 95% interval (paired token-level differences)."""
     d = nll - base
@@ -149,6 +181,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--quantizers", nargs="+", default=["uniform", "codebook"])
     parser.add_argument("--eval-tokens", type=int, default=17 * WINDOW)
+    parser.add_argument("--budgets", nargs="*", default=["2.25", "2.5", "3.0", "3.5", "2-bit", "3-bit"],
+                        help="bits/weight of icq-budget rows; N-bit: the size of the N-bit icq-layers codebook row")  # fmt: skip
     args = parser.parse_args()
     CACHE.mkdir(exist_ok=True)
     torch.manual_seed(0)
@@ -170,26 +204,60 @@ def main() -> None:
     print("| setting | bits | quantizer | bits/weight | perplexity | ratio to base (95% interval) | seconds |")
     print("|---|---|---|---|---|---|---|")
     print(f"| base (GGUF Q4_1, dequantized) | 16 | - | - | {math.exp(base.mean()):.2f} | 1 | - |")
+    suffix = f"{args.eval_tokens}-{calibration.numel()}x{SEQ_LEN}-d{DAMPING:g}"  # a changed default: a new key
+
+    def measured(setting: str, compute) -> tuple[np.ndarray, dict]:
+        nll_file = CACHE / f"nll-{setting}.npy"
+        if setting not in results or not nll_file.exists():
+            results[setting] = compute()
+            np.save(nll_file, token_nll(model, evaluation))
+            results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+        return np.load(nll_file), results[setting]
+
+    def add_row(row: str, bits, quantizer: str, nll: np.ndarray, entry: dict) -> dict:
+        ratio, low, high = interval(nll, base)
+        summary = {k: v for k, v in entry.items() if k != "report"}
+        table["rows"].append({"row": row, "bits": bits, "quantizer": quantizer, "ratio": ratio, "low": low,
+                              "high": high, "perplexity": math.exp(nll.mean()), **summary})  # fmt: skip
+        print(f"| {row} | {bits} | {quantizer} | {entry['bits_per_weight']:.3f} | {math.exp(nll.mean()):.2f} "
+              f"| {ratio:.3f} ({low:.3f}-{high:.3f}) | {entry['seconds']:.0f} |", flush=True)  # fmt: skip
+        return table["rows"][-1]
+
     for bits in args.bits:
         for row in args.rows:
             if row == "base":
                 continue
             for quantizer in args.quantizers if row.startswith("icq") else ["-"]:
-                # the calibration and the damping are part of the key: a changed default is a new setting
-                setting = f"{row}-{bits}-{quantizer}-{args.eval_tokens}-{calibration.numel()}x{SEQ_LEN}-d{DAMPING:g}"
-                key, nll_file = setting, CACHE / f"nll-{setting}.npy"
-                if key not in results or not nll_file.exists():
+
+                def compute(row=row, bits=bits, quantizer=quantizer):
                     rate, seconds = run_setting(row, bits, quantizer, model, base_state, calibration, stats)
-                    np.save(nll_file, token_nll(model, evaluation))
-                    results[key] = {"bits_per_weight": rate, "seconds": seconds}
-                    results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
-                nll = np.load(nll_file)
-                ratio, low, high = interval(nll, base)
-                entry = results[key]
-                table["rows"].append({"row": row, "bits": bits, "quantizer": quantizer, "ratio": ratio, "low": low,
-                                      "high": high, "perplexity": math.exp(nll.mean()), **entry})  # fmt: skip
-                print(f"| {row} | {bits} | {quantizer} | {entry['bits_per_weight']:.3f} | {math.exp(nll.mean()):.2f} "
-                      f"| {ratio:.3f} ({low:.3f}-{high:.3f}) | {entry['seconds']:.0f} |", flush=True)  # fmt: skip
+                    return {"bits_per_weight": rate, "seconds": seconds}
+
+                add_row(row, bits, quantizer, *measured(f"{row}-{bits}-{quantizer}-{suffix}", compute))
+    single = {r["bits"]: (r["bits_per_weight"], r["ratio"]) for r in table["rows"]
+              if r["row"] == "icq-layers" and r["quantizer"] == "codebook"}  # fmt: skip
+    measurement = []  # llm.measure, once for every budget that is not cached
+
+    def candidates():
+        if not measurement:
+            model.load_state_dict(base_state)
+            start = time.perf_counter()
+            measurement.append(llm.measure(model, calibration, EncodeOptions(damping=DAMPING)))
+            print(f"(candidates measured in {time.perf_counter() - start:.0f} s)", flush=True)
+        return measurement[0]
+
+    for budget in budgets(args.budgets, single):
+
+        def compute(budget=budget):
+            rate, seconds, report = run_budget(budget, candidates(), model, base_state, calibration)
+            return {"bits_per_weight": rate, "seconds": seconds, "report": report, **prediction_summary(report)}
+
+        nll, entry = measured(f"icq-budget-{budget:.4f}-{suffix}", compute)
+        added = add_row("icq-budget", f"{budget:.3f}", "mixed", nll, entry)
+        added["interpolated_ratio"] = log_linear(single, entry["bits_per_weight"])
+        low, mid, high = entry["measured_over_predicted"]
+        print(f"|  | single-width curve at {entry['bits_per_weight']:.3f}: {added['interpolated_ratio'] or float('nan'):.3f} "
+              f"| measured/predicted error per tensor {mid:.2f} (10-90%: {low:.2f}-{high:.2f}) |||||")  # fmt: skip
     (HERE / "llm_quality.json").write_text(json.dumps(table, indent=1) + "\n")
     print(f"\n{base.size} evaluation tokens (pydoc_data.topics), {calibration.numel()} calibration tokens in windows "
           f"of {calibration.shape[1]} (/usr/share/common-licenses); {time.perf_counter() - started:.0f} s")  # fmt: skip

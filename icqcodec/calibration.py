@@ -5,7 +5,11 @@ A statistics file is a safetensors file. Each tensor is keyed by the weight name
 the model's state dict) and is ``E[x x^T]`` of that layer's input, float32, ``(in, in)``, or its
 diagonal ``E[x_j^2]``, ``(in,)``. Layers that read the same input (attention q/k/v, MLP gate/up)
 share one statistic, stored once under the first name; the metadata key ``icq.statistics`` holds
-JSON: ``{"format": 1, "tokens": {name: tokens seen}, "aliases": {name: name it shares}}``.
+JSON: ``{"format": 1, "tokens": {name: tokens seen}, "aliases": {name: name it shares},
+"sensitivity": {name: s}}``. The optional sensitivity of a weight is the mean over tokens and
+outputs of the squared gradient of the model's loss with respect to the layer's output: with H it
+makes the Gauss-Newton estimate ``s/2 * sum over rows of d^T H d`` of the loss a coding adds, by
+which a budget of bits per weight is shared out (:mod:`icqcodec.budget`).
 
 Reading needs numpy and safetensors only; collecting them needs torch (:mod:`icqcodec.statistics`).
 """
@@ -43,6 +47,7 @@ class Statistics:
     moments: dict[str, np.ndarray]
     tokens: dict[str, int] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    sensitivity: dict[str, float] = field(default_factory=dict)
     _prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     def names(self) -> list[str]:
@@ -100,12 +105,18 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
     for name, moment in moments.items():
         if moment.ndim not in (1, 2) or (moment.ndim == 2 and moment.shape[0] != moment.shape[1]):
             raise InputError(f"{path}: statistic {name!r} of shape {moment.shape} is neither (n,) nor (n, n)")
-    return Statistics(moments, {str(k): int(v) for k, v in info.get("tokens", {}).items()}, aliases)
+    sensitivity = {str(k): float(v) for k, v in info.get("sensitivity", {}).items()}
+    for name, value in sensitivity.items():
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(f"{path}: sensitivity of {name!r} is {value!r}; it must be finite and not negative")
+    return Statistics(moments, {str(k): int(v) for k, v in info.get("tokens", {}).items()}, aliases, sensitivity)
 
 
 def save_statistics(path: str | os.PathLike, statistics: Statistics) -> None:
     """Write a statistics file, atomically."""
     info = {"format": FORMAT, "tokens": statistics.tokens, "aliases": statistics.aliases}
+    if statistics.sensitivity:
+        info["sensitivity"] = statistics.sensitivity
     tensors = {name: np.ascontiguousarray(m, dtype=np.float32) for name, m in statistics.moments.items()}
     data = save(tensors, metadata={STATISTICS_KEY: json.dumps(info, sort_keys=True)})
     write_atomically(Path(path), [data], overwrite=True)

@@ -17,17 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dtypes
+from . import budget, dtypes
 from .atomic import atomic_directory, atomic_output
+from .budget import Allocation
 from .calibration import Statistics
 from .constants import DEFAULT_CHUNK_LOG2, RESERVED_KEY_PREFIX
 from .container import TensorRecord
 from .container_writer import StreamWriter, build_payload
-from .encode import ENCODER_METADATA, EncodeOptions, encode_tensor, should_quantize
+from .decode import decode
+from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor, should_quantize
 from .errors import InputError
 from .files import safe_open
 
-__all__ = ["encode_checkpoint", "decode_checkpoint", "Source", "open_source", "SAFETENSORS_DTYPES", "InputError"]
+__all__ = [
+    "plan_checkpoint",
+    "encode_checkpoint",
+    "decode_checkpoint",
+    "Source",
+    "open_source",
+    "SAFETENSORS_DTYPES",
+    "InputError",
+]
 
 ICQ_INDEX = "model.icq.index.json"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -143,21 +153,31 @@ def _selected(name: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> 
     return None
 
 
+def _quantized(name: str, array: np.ndarray, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    forced = _selected(name, include, exclude)
+    return should_quantize(array) if forced is None else forced
+
+
 def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: str | None = None,
                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
                 progress: Progress | None = None, calibration: Statistics | None = None,
-                checkpoint_names: set[str] | None = None) -> None:  # fmt: skip
+                checkpoint_names: set[str] | None = None, allocation: Allocation | None = None) -> None:  # fmt: skip
     """Encode one input file into one .icq file, tensor by tensor; quantized tensors with a
-    ``calibration`` statistic are encoded with it. The statistics are checked against the file (or,
-    for a shard, against ``checkpoint_names``) before any output exists."""
+    ``calibration`` statistic are encoded with it, and with an ``allocation`` (:func:`plan_checkpoint`)
+    each tensor it names gets its chosen coding, and the allocation its measured error. The
+    statistics are checked against the file (or, for a shard, against ``checkpoint_names``) before
+    any output exists."""
     user = {k: v for k, v in source.metadata.items() if not k.startswith(RESERVED_KEY_PREFIX)}
-    metadata = {**user, **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
+    recorded = allocation.encoder_options(options) if allocation else options.to_json()
+    metadata = {**user, **ENCODER_METADATA, "icq.encoder_options": recorded}
     names = sorted(source.names, key=lambda n: n.encode("utf-8"))
     codings, plan = {}, []
     for name in names:  # pass 1: decide each tensor's coding, so the directory's length is known
         array = source.load(name)
-        forced = _selected(name, include, exclude)
-        quantize = should_quantize(array) if forced is None else forced
+        if allocation is None:
+            quantize = _quantized(name, array, include, exclude)
+        else:
+            quantize = name in allocation.choices and allocation.choices[name].coding == "icq"
         codings[name] = "icq" if quantize else "raw"
         code = dtypes.code_of(array.dtype)
         plan.append(TensorRecord(name, code, code, 1 if quantize else 0, tuple(array.shape)))
@@ -170,12 +190,18 @@ def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: 
     with atomic_output(target, force) as out:
         writer = StreamWriter(out, plan, metadata, chunk_log2=DEFAULT_CHUNK_LOG2)
         for name in names:  # pass 2: encode and write one tensor at a time
-            record, sections = encode_tensor(name, source.load(name), options, coding=codings[name], dtype=dtype,
+            array = source.load(name)
+            tensor_options = allocation.coding(name, options)[1] if allocation and codings[name] == "icq" else options
+            record, sections = encode_tensor(name, array, tensor_options, coding=codings[name], dtype=dtype,
                                              statistic=calibration.prepared(name, damping=options.damping,
                                                                             order=options.order)
                                              if name in calibrated else None)  # fmt: skip
             payload, table_crc = build_payload(record, sections, DEFAULT_CHUNK_LOG2)
             writer.add(_with_crc(record, table_crc), payload)
+            if allocation is not None and name in allocation.choices:
+                decoded = decode(b"".join(assemble([(record, sections)], {})))
+                moment = calibration.get(name) if calibration is not None else None
+                allocation.measure(name, array, decoded, moment, options.damping)
             if progress:
                 progress(name)
         writer.finish()
@@ -282,21 +308,69 @@ def _convert_shards(index: Path, target: Path, force: bool, suffix: str, index_n
     return [target / n for n in sorted(shard_names.values())] + [target / index_name]
 
 
-def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dtype: str | None = None,
-                      include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
-                      progress: Progress | None = None, calibration: Statistics | None = None) -> list[Path]:  # fmt: skip
-    """Encode a file, or a sharded checkpoint (its index or directory) into a directory of .icq
-    shards with ``model.icq.index.json``; with ``calibration`` statistics (:mod:`icqcodec.calibration`),
-    the quantized tensors they name are encoded with them. Returns the files written."""
-    kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress, calibration=calibration)
+def _source_files(source: Path) -> tuple[list[Path], set[str] | None]:
+    """The files of a checkpoint (one, or a sharded one's shards) and, if sharded, its tensor names."""
     index = _shard_index(source, SAFETENSORS_INDEX)
     if index is None:
+        return [source], None
+    weight_map = _read_index(index)[0]
+    return [index.parent / shard for shard in sorted(set(weight_map.values()))], set(weight_map)
+
+
+def tensor_names(source: Path) -> set[str]:
+    """The tensor names of a file or sharded checkpoint (to map an importance matrix onto)."""
+    names = _source_files(source)[1]
+    if names is not None:
+        return names
+    opened = open_source(source)
+    try:
+        return set(opened.names)
+    finally:
+        opened.close()
+
+
+def plan_checkpoint(source: Path, options: EncodeOptions, bpw: float, *, include: tuple[str, ...] = (),
+                    exclude: tuple[str, ...] = (), calibration: Statistics | None = None,
+                    progress: Progress | None = None) -> Allocation:  # fmt: skip
+    """The coding of every tensor of a file or sharded checkpoint that would be quantized (by the
+    default rule and ``include``/``exclude``), within ``bpw`` bits per weight (:mod:`icqcodec.budget`),
+    with the ``calibration`` statistics where they exist."""
+    files, names = _source_files(source)
+
+    def quantized():
+        for path in files:
+            opened = open_source(path)
+            try:
+                if calibration is not None:  # shapes are checked as each statistic is prepared
+                    calibration.check({}, names=names or set(opened.names))
+                for name in sorted(opened.names, key=lambda n: n.encode("utf-8")):
+                    array = opened.load(name)
+                    if _quantized(name, array, include, exclude):
+                        yield name, array
+            finally:
+                opened.close()
+
+    return budget.plan(quantized(), options, bpw, calibration, progress=progress)
+
+
+def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dtype: str | None = None,
+                      include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
+                      progress: Progress | None = None, calibration: Statistics | None = None,
+                      allocation: Allocation | None = None) -> list[Path]:  # fmt: skip
+    """Encode a file, or a sharded checkpoint (its index or directory) into a directory of .icq
+    shards with ``model.icq.index.json``; with ``calibration`` statistics (:mod:`icqcodec.calibration`),
+    the quantized tensors they name are encoded with them; with an ``allocation``
+    (:func:`plan_checkpoint`), each tensor with its chosen coding. Returns the files written."""
+    kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress, calibration=calibration,
+                  allocation=allocation)  # fmt: skip
+    files, names = _source_files(source)
+    if names is None:
         _encode_one(source, target, force, options, **kwargs)
         return [target]
     if calibration is not None:
-        kwargs["checkpoint_names"] = set(_read_index(index)[0])
-        calibration.check({}, names=kwargs["checkpoint_names"])
-    return _convert_shards(index, target, force, ".icq", ICQ_INDEX,
+        kwargs["checkpoint_names"] = names
+        calibration.check({}, names=names)
+    return _convert_shards(_shard_index(source, SAFETENSORS_INDEX), target, force, ".icq", ICQ_INDEX,
                            lambda src, dst: _encode_one(src, dst, False, options, **kwargs))  # fmt: skip
 
 

@@ -54,6 +54,39 @@ def _progress(label: str):
     return lambda name: bar.update(1)
 
 
+def _budget_options(command):
+    for decorator in reversed([
+        click.option("--bpw", type=float, metavar="B",
+                     help="A budget in bits/weight over the quantized tensors: each gets the width, outlier "
+                          "ratio and kind (or raw storage) that minimize the predicted output error."),
+        click.option("--report", type=click.Path(path_type=Path), metavar="JSON",
+                     help="With --bpw: write each tensor's choice and its predicted and measured error."),
+    ]):  # fmt: skip
+        command = decorator(command)
+    return command
+
+
+def _refuse_existing(*targets: Path | None, force: bool) -> None:
+    """Before any work: an existing output file needs --force (a directory's files are checked as
+    they are written)."""
+    for target in targets:
+        if target is not None and target.is_file() and not force:
+            raise FileExistsError(f"{target} exists; use --force to replace it")
+
+
+def _report_budget(allocation, report: Path | None, force: bool) -> None:
+    """One line on the budget met and the prediction; the whole report as JSON to ``report``."""
+    summary = allocation.report()
+    click.echo(f"budget {allocation.budget:g} bits/weight: {summary['bits_per_weight']:.4f} reached over "
+               f"{len(summary['tensors'])} tensors; output error predicted {summary['predicted_error']:.4g}, "
+               f"measured {summary['measured_error']:.4g}")  # fmt: skip
+    if report is not None:
+        from .atomic import write_atomically
+
+        write_atomically(report, [json.dumps(summary, indent=1).encode("utf-8") + b"\n"], overwrite=force)
+        click.echo(f"wrote {report}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="icqcodec")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -73,28 +106,37 @@ def main(debug: bool) -> None:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Store tensors whose names match losslessly.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
 @click.option("--calibration", type=click.Path(path_type=Path), metavar="STATS",
-              help="Statistics of the layers' inputs (icqcodec calibrate): Hessian-guided codes.")  # fmt: skip
+              help="Statistics of the layers' inputs (icqcodec calibrate), or a llama.cpp importance matrix "
+                   "(.gguf, its diagonal): Hessian-guided codes.")  # fmt: skip
 @click.option("--order", type=click.Choice(ORDERS), default="activation", show_default=True,
               help="With --calibration: the order in which each row's codes are chosen.")  # fmt: skip
 @click.option("--damping", type=click.FloatRange(0, 1, min_open=True), default=DAMPING, show_default=True,
               help="With --calibration: added to H's diagonal, as a fraction of its mean.")  # fmt: skip
+@_budget_options
 def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force, calibration, order,
-           damping) -> None:  # fmt: skip
+           damping, bpw, report) -> None:  # fmt: skip
     """Encode SOURCE (.safetensors, .npz, .npy, or a sharded checkpoint's index or directory) into
     TARGET (.icq, or a directory of .icq shards).
 
     By default floating-point tensors of rank >= 2 with at least 64 columns and 4096 finite
     elements are quantized; everything else is stored losslessly, bit for bit.
     """
-    from .calibration import load_statistics
-    from .checkpoints import encode_checkpoint
+    from .checkpoints import encode_checkpoint, plan_checkpoint, tensor_names
+    from .imatrix import load_calibration
 
-    statistics = load_statistics(calibration) if calibration else None
+    _refuse_existing(target, report, force=force)
+    statistics = load_calibration(calibration, tensor_names(source)) if calibration else None
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
+    allocation = None
+    if bpw is not None:
+        allocation = plan_checkpoint(source, options, bpw, include=include, exclude=exclude, calibration=statistics,
+                                     progress=_progress("plan"))  # fmt: skip
     written = encode_checkpoint(source, target, options, dtype=dtype, include=include, exclude=exclude, force=force,
-                                progress=_progress("encode"), calibration=statistics)  # fmt: skip
+                                progress=_progress("encode"), calibration=statistics, allocation=allocation)  # fmt: skip
     for path in written:
         click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    if allocation is not None:
+        _report_budget(allocation, report, force)
 
 
 @main.command(cls=_Command)
@@ -140,7 +182,9 @@ def inspect(file, as_json) -> None:
         return
     click.echo(f"{file}: ICQ format {report['format_version']}, {len(tensors)} tensors, {size:,} bytes")
     for t in tensors:
-        coding = f"icq {t['bits']}-bit {t['quantizer']}" if t["coding"] == "icq" else "raw"
+        coding = "raw"
+        if t["coding"] == "icq":
+            coding = f"icq {t['bits']}-bit {t['quantizer']}, {t['outliers_per_row']} outliers/row"
         click.echo(f"  {t['name']}  {'x'.join(map(str, t['shape'])) or 'scalar'}  {t['dtype']}  {coding}  "
                    f"{t['bits_per_weight']:.3f} bits/weight  {t['bytes']:,} bytes")  # fmt: skip
     click.echo(f"total: {elements:,} weights, {report['bits_per_weight']:.3f} bits/weight")
@@ -183,14 +227,19 @@ def _windows(llm, model_path: Path, text: Path, tokens: int, seq_len: int, devic
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("stats", type=click.Path(path_type=Path))
 @_calibration_options
-def calibrate(model, stats, text, tokens, seq_len, device, diagonal_above) -> None:
+@click.option("--sensitivity/--no-sensitivity", default=True, show_default=True,
+              help="Also the loss's sensitivity to each linear's output (one backward pass; for --bpw).")  # fmt: skip
+def calibrate(model, stats, text, tokens, seq_len, device, diagonal_above, sensitivity) -> None:
     """Collect STATS, the second moments of every decoder linear's input, from MODEL (a transformers
-    causal LM directory or .gguf file) on the calibration text, layer by layer."""
+    causal LM directory or .gguf file) on the calibration text, layer by layer, and the sensitivity
+    of the loss to each linear's output."""
     llm = _llm()
     from .calibration import save_statistics
 
     loaded, windows = _windows(llm, model, text, tokens, seq_len, device)
     found = llm.calibrate(loaded, windows, diagonal_above=diagonal_above, progress=_progress("calibrate"))
+    if sensitivity:
+        found.sensitivity = llm.sensitivities(loaded, windows)
     save_statistics(stats, found)
     click.echo(f"wrote {stats} ({len(found.names())} weights, {windows.numel():,} tokens)")
 
@@ -206,22 +255,27 @@ def calibrate(model, stats, text, tokens, seq_len, device, diagonal_above) -> No
 @click.option("--dtype", type=OUTPUT_DTYPES, help="Output dtype of quantized tensors (default: the model's).")
 @click.option("--include", multiple=True, metavar="GLOB", help="Also quantize (without statistics) these tensors.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+@_budget_options
 @_calibration_options
-def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, text, tokens,
-             seq_len, device, diagonal_above) -> None:  # fmt: skip
+def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, bpw, report, text,
+             tokens, seq_len, device, diagonal_above) -> None:  # fmt: skip
     """Quantize MODEL into TARGET, one .icq file of its state dict: every decoder linear encoded with
     the statistics of its inputs in the model whose earlier layers are already quantized; the
     embeddings, the output head and the norms lossless unless --include names them."""
     llm = _llm()
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} exists; use --force to replace it")
+    _refuse_existing(target, report, force=force)
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
     loaded, windows = _windows(llm, model, text, tokens, seq_len, device)
-    encoded = llm.quantize(loaded, windows, options, dtype=dtype, diagonal_above=diagonal_above,
+    allocation = None
+    if bpw is not None:
+        allocation = llm.plan(loaded, windows, options, bpw, diagonal_above=diagonal_above, progress=_progress("plan"))
+    encoded = llm.quantize(loaded, windows, options, allocation=allocation, dtype=dtype, diagonal_above=diagonal_above,
                            progress=_progress("quantize"))  # fmt: skip
-    llm.save_checkpoint(loaded, encoded, target, options, include=include, force=force,
+    llm.save_checkpoint(loaded, encoded, target, options, include=include, force=force, allocation=allocation,
                         metadata={"icq.calibration": f'{{"tokens": {windows.numel()}, "layer_by_layer": true}}'})  # fmt: skip
     click.echo(f"wrote {target} ({target.stat().st_size:,} bytes, {len(encoded)} quantized linears)")
+    if allocation is not None:
+        _report_budget(allocation, report, force)
 
 
 @main.command(cls=_Command)

@@ -12,10 +12,10 @@ from dataclasses import replace
 
 from .constants import CODING_ICQ, DATA_ALIGNMENT, FIXED_HEADER_SIZE, FORMAT_MAJOR, MAGIC
 from .container import FEATURE_RECORD, FIXED_HEADER, TENSOR_FIXED, Feature, TensorRecord, align, crc32c, tensor_layout
-from .icq_params import IcqParams
+from .icq_params import ICQ_PARAMS, IcqParams
 from .payload import chunk_table
 
-__all__ = ["build_payload", "write_container", "StreamWriter"]
+__all__ = ["build_payload", "record_size", "write_container", "StreamWriter"]
 
 
 def _string(text: str) -> bytes:
@@ -33,6 +33,12 @@ def build_payload(record: TensorRecord, sections: dict[str, bytes], chunk_log2: 
         body[start : start + size] = data
     table = chunk_table(body, chunk_log2)
     return bytes(body) + table, crc32c(table)
+
+
+def record_size(record: TensorRecord) -> int:
+    """Bytes of the tensor's directory record (spec section 4.2.3), as :func:`_directory` writes it."""
+    params = ICQ_PARAMS.size if record.coding == CODING_ICQ else 0
+    return 4 + len(record.name.encode("utf-8")) + TENSOR_FIXED.size + 8 * len(record.shape) + params
 
 
 def _directory(records, sizes, metadata: dict[str, str], features) -> tuple[bytes, list[int]]:

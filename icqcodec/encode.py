@@ -36,7 +36,18 @@ from .hessian import DAMPING, ORDERS, Prepared, prepare, rounded_codes
 from .icq_params import IcqParams, codebook_size_for
 from .jit import KERNEL_LOCK, pack_fields, pack_rows
 
-__all__ = ["encode", "EncodeOptions", "encode_tensor", "should_quantize", "QUANTIZERS"]
+__all__ = [
+    "encode",
+    "EncodeOptions",
+    "encode_tensor",
+    "should_quantize",
+    "QUANTIZERS",
+    "outlier_count",
+    "IndexPlan",
+    "index_plan",
+    "encode_icq",
+    "default_output_dtype",
+]
 
 QUANTIZERS = {"uniform": KIND_UNIFORM, "codebook": KIND_CODEBOOK}
 F16_MAX = 65504.0
@@ -97,8 +108,7 @@ def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | 
     x = x.reshape(-1, x.shape[-1])
     rows, cols = x.shape
     bits, kind = options.bits, QUANTIZERS[options.quantizer]
-    outliers = int(round(options.outlier_ratio * cols)) if bits > 0 else 0
-    outliers = min(outliers, cols)
+    outliers = outlier_count(options.outlier_ratio, cols)
 
     weights = np.ones(cols) if statistic is None else statistic.weights
 
@@ -118,8 +128,8 @@ def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | 
     codes, params, positions, errors = rows_fit(inlier_base, outlier_base, uniform)
     if statistic is not None and statistic.feedback is not None:
         with KERNEL_LOCK:
-            codes = rounded_codes(x, statistic.order, statistic.feedback, params, positions, bits, inlier_base,
-                                  outlier_base, uniform)  # fmt: skip
+            codes, errors = rounded_codes(x, statistic.order, statistic.feedback, statistic.pivots, params, positions,
+                                          bits, inlier_base, outlier_base, uniform)  # fmt: skip
 
     sections = {}
     if book is not None:
@@ -127,19 +137,44 @@ def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | 
     sections["params"] = params[:, : 4 if outliers else 2].astype("<u2").tobytes()
     row_stride = packed_size(cols, bits)
     sections["codes"] = pack_rows(codes, bits, row_stride // 4).astype("<u4").tobytes()
-    gap_bits = count_bits = total = 0
+    plan = index_plan(positions, cols, options.segment_log2)
     if outliers:
-        segments = -(-cols // (1 << options.segment_log2))
-        segment, gaps = outlier_gaps(positions, options.segment_log2)
-        segment_ids = (np.arange(rows)[:, None] * segments + segment).ravel()
-        gap_bits, count_bits, counts = choose_gap_bits(gaps.ravel(), segment_ids, rows * segments, rows)
-        total = int(counts.sum())
-        sections["counts"] = pack_fields(counts.astype(np.uint32), count_bits)
-        sections["gaps"] = pack_fields(gap_symbols(gaps.ravel(), gap_bits, total), gap_bits)
-    params_record = IcqParams(
-        bits, kind, gap_bits, count_bits, options.segment_log2, codebook_size_for(bits, kind, outliers), outliers, total
-    )
-    return params_record, sections, float(errors.sum())
+        sections["counts"] = pack_fields(plan.counts.astype(np.uint32), plan.count_bits)
+        sections["gaps"] = pack_fields(gap_symbols(plan.gaps.ravel(), plan.gap_bits, plan.total), plan.gap_bits)
+    return plan.params(bits, kind, options.segment_log2), sections, float(errors.sum())
+
+
+def outlier_count(ratio: float, cols: int) -> int:
+    """Outliers per row for a ratio: ``round(ratio * cols)``, half to even (spec section 10, step 1)."""
+    return min(int(round(ratio * cols)), cols)
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """The index coding of a tensor's outlier positions (spec section 8): widths, counts and gaps."""
+
+    outliers: int
+    gap_bits: int = 0
+    count_bits: int = 0
+    total: int = 0
+    counts: np.ndarray | None = None
+    gaps: np.ndarray | None = None
+
+    def params(self, bits: int, kind: int, segment_log2: int) -> IcqParams:
+        return IcqParams(bits, kind, self.gap_bits, self.count_bits, segment_log2,
+                         codebook_size_for(bits, kind, self.outliers), self.outliers, self.total)  # fmt: skip
+
+
+def index_plan(positions: np.ndarray, cols: int, segment_log2: int) -> IndexPlan:
+    """The gap and count widths that make the positions (rows x outliers, ascending) smallest."""
+    rows, outliers = positions.shape
+    if not outliers:
+        return IndexPlan(0)
+    segments = -(-cols // (1 << segment_log2))
+    segment, gaps = outlier_gaps(positions, segment_log2)
+    segment_ids = (np.arange(rows)[:, None] * segments + segment).ravel()
+    gap_bits, count_bits, counts = choose_gap_bits(gaps.ravel(), segment_ids, rows * segments, rows)
+    return IndexPlan(outliers, gap_bits, count_bits, int(counts.sum()), counts, gaps)
 
 
 ENCODER_METADATA = {"icq.encoder": "icqcodec", "icq.encoder_version": __version__}

@@ -17,12 +17,13 @@ import numpy as np
 
 from . import dtypes
 from .atomic import write_atomically
-from .calibration import Statistics, load_statistics
+from .calibration import Statistics
 from .constants import CODING_RAW, RESERVED_KEY_PREFIX
 from .container import TensorRecord, bytes_reader, read_header
 from .decode import BACKENDS, check_output_size, decode_tensor
 from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
 from .hessian import DAMPING
+from .imatrix import load_calibration
 from .payload import check_payload_padding
 
 __all__ = ["save", "load", "save_file", "load_file", "safe_open"]
@@ -38,7 +39,7 @@ def _encode_all(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] |
         if key.startswith(RESERVED_KEY_PREFIX):
             raise ValueError(f"metadata key {key!r}: keys starting with {RESERVED_KEY_PREFIX!r} are reserved")
     if calibration is not None and not isinstance(calibration, Statistics):
-        calibration = load_statistics(calibration)
+        calibration = load_calibration(calibration, tensors.keys())
     if calibration is not None:
         calibration.check({name: np.shape(array) for name, array in tensors.items()})
     encoded = []
@@ -68,7 +69,8 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
             4096 finite elements are quantized, the rest stored raw), ``"icq"``, ``"raw"``, or a
             mapping name -> coding (missing names are ``"auto"``).
         dtype: output dtype of quantized tensors (default: the source's where possible).
-        calibration: statistics of the tensors' inputs (:mod:`icqcodec.calibration`: a file or a
+        calibration: statistics of the tensors' inputs (:mod:`icqcodec.calibration`: a file, a
+            llama.cpp importance matrix ``.gguf`` (:mod:`icqcodec.imatrix`) or a
             :class:`~icqcodec.calibration.Statistics`); quantized tensors they name get
             Hessian-guided codes, chosen in ``order`` with ``damping``.
 

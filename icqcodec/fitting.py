@@ -15,7 +15,17 @@ import numpy as np
 from .float_bits import f16_bits_to_f32, f32_to_f16_bits
 from .jit import JIT
 
-__all__ = ["CLIP_STARTS", "REFITS", "LLOYD_ROUNDS", "nearest", "level", "code_and_value", "encode_rows", "fit_codebook"]
+__all__ = [
+    "CLIP_STARTS",
+    "REFITS",
+    "LLOYD_ROUNDS",
+    "nearest",
+    "level",
+    "outlier_positions",
+    "code_and_value",
+    "encode_rows",
+    "fit_codebook",
+]
 
 CLIP_STARTS = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])  # fractions of the min-max range to start from
 REFITS = 6  # least-squares refits per start
@@ -186,6 +196,15 @@ def _select_outliers(row, count, out):
                 ties -= 1
             out[k] = c
             k += 1
+
+
+@nb.njit(parallel=True, **JIT)
+def outlier_positions(x, count):
+    """Every row's ``count`` outlier columns, ascending (as the encoder picks them)."""
+    positions = np.zeros((x.shape[0], count), dtype=np.int64)
+    for r in nb.prange(x.shape[0]):
+        _select_outliers(x[r], count, positions[r])
+    return positions
 
 
 @nb.njit(**JIT)

@@ -27,7 +27,7 @@ from .fitting import code_and_value
 from .float_bits import f16_bits_to_f32
 from .jit import JIT
 
-__all__ = ["DAMPING", "ORDERS", "Prepared", "prepare", "rounded_codes"]
+__all__ = ["DAMPING", "ORDERS", "Prepared", "prepare", "rounded_codes", "output_error"]
 
 DAMPING = 0.01  # of the mean diagonal, added to the diagonal (GPTQ's default)
 ORDERS = ("activation", "natural")
@@ -159,12 +159,15 @@ def prepare(statistic: np.ndarray, cols: int, *, damping: float = DAMPING, order
 
 
 @nb.njit(parallel=True, **JIT)
-def rounded_codes(x, order, feedback, params, positions, bits, inlier_base, outlier_base, uniform):
+def rounded_codes(x, order, feedback, pivots, params, positions, bits, inlier_base, outlier_base, uniform):
     """Every row's codes against its levels (f16 ``params``, outliers at ``positions``), chosen in
     ``order``, each column's value corrected by the rounding errors of the columns before it through
-    ``feedback`` (LDLQ: ``w_k + sum_j (w_j - q_j) A[j, k]``)."""
+    ``feedback`` (LDLQ: ``w_k + sum_j (w_j - q_j) A[j, k]``); and every row's output error
+    ``d^T H d`` under the damped H, which is ``sum_k p_k r_k^2`` for the residuals ``r_k`` of the
+    corrected values (so it costs nothing more)."""
     rows, cols = x.shape
     codes = np.zeros((rows, cols), dtype=np.uint8)
+    errors = np.zeros(rows, dtype=np.float64)
     sign_bit = 1 << (bits - 1)
     for r in nb.prange(rows):
         is_outlier = np.zeros(cols, dtype=np.bool_)
@@ -179,7 +182,26 @@ def rounded_codes(x, order, feedback, params, positions, bits, inlier_base, outl
             code, value = code_and_value(w + correction[k], is_outlier[c], offset, scale, o_offset, o_scale,
                                          inlier_base, outlier_base, uniform, sign_bit)  # fmt: skip
             codes[r, c] = code
+            residual = w + correction[k] - value
+            errors[r] += pivots[k] * residual * residual
             e = w - value
             for m in range(k + 1, cols):
                 correction[m] += e * feedback[k, m]
-    return codes
+    return codes, errors
+
+
+def output_error(weights: np.ndarray, decoded: np.ndarray, statistic: np.ndarray | None = None, *,
+                 damping: float = DAMPING) -> float:  # fmt: skip
+    """``sum over rows of d^T (H + damping * mean(diag H) I) d`` for ``d = weights - decoded``: the
+    error the encoder minimizes (with no statistic, ``H = I`` undamped: the squared error; with a
+    diagonal, ``H`` is diagonal). In float64 through BLAS: a report, not an input of the codes."""
+    d = np.asarray(weights, dtype=np.float64) - np.asarray(decoded, dtype=np.float64)
+    d = d.reshape(-1, d.shape[-1])
+    if statistic is None:
+        return float(np.sum(d * d))
+    stat = np.asarray(statistic, dtype=np.float64)
+    diag = stat.diagonal() if stat.ndim == 2 else stat
+    shift = damping * float(diag.mean())
+    if stat.ndim == 1:
+        return float(np.sum(d * d * (stat + shift)))
+    return float(np.sum((d @ stat) * d) + shift * np.sum(d * d))

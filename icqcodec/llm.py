@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from . import budget
 from .atomic import write_atomically
+from .budget import Allocation
 from .calibration import DIAGONAL_ABOVE, SEQ_LEN, TOKENS, Statistics
 from .decode import decode
 from .encode import ENCODER_METADATA, assemble, encode_tensor
@@ -31,7 +33,11 @@ __all__ = [
     "read_text",
     "token_windows",
     "decoder_layers",
+    "decoder_linears",
     "calibrate",
+    "sensitivities",
+    "measure",
+    "plan",
     "quantize",
     "save_checkpoint",
 ]
@@ -156,17 +162,110 @@ def _with_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
     return args, {**kwargs, "hidden_states": hidden}
 
 
+def decoder_linears(model) -> dict[str, torch.nn.Linear]:
+    """Every linear of the decoder layers, by the name of its weight in the state dict."""
+    prefix, layers = decoder_layers(model)
+    return {f"{prefix}.{i}.{n}.weight": m for i, layer in enumerate(layers) for n, m in layer.named_modules()
+            if isinstance(m, torch.nn.Linear)}  # fmt: skip
+
+
+BACKWARD_TOKENS = 1024  # tokens a backward pass takes (it keeps every layer's activations)
+SAMPLING_SEED = 0  # the labels drawn from the model's own predictions: the same on every run
+
+
+Outputs = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+def sensitivities(model, windows: torch.Tensor, *, outputs: Outputs | None = None) -> dict[str, float]:
+    """Per decoder linear, the mean over tokens and outputs of the squared gradient of the
+    next-token loss with respect to the layer's output, the labels drawn from the model's own
+    predictions: the output side of the Gauss-Newton (Fisher) estimate of the loss a coding adds
+    (:mod:`icqcodec.calibration`). The text's own next tokens give the empirical Fisher instead,
+    which misjudged the layers (bench/RESULTS.md). For a model that predicts no tokens (a sentence
+    encoder), ``outputs(model, input_embeddings)`` gives what it computes (its embeddings), and the loss is
+    their squared distance to the unquantized ones: its Gauss-Newton matrix comes from the gradient
+    of ``u . outputs`` for Gaussian ``u``. One backward pass per batch of windows; the weights get
+    no gradients; the draws are seeded."""
+    linears = decoder_linears(model)
+    sums = dict.fromkeys(linears, 0.0)
+    scale = [0.0]  # the per-token gradient is the mean loss's times the batch's token count
+
+    def catch(name):
+        def hook(module, args, output):
+            if output.requires_grad:
+                output.register_hook(
+                    lambda g: sums.__setitem__(name, sums[name] + scale[0] * float(g.double().square().sum()))
+                )
+
+        return hook
+
+    handles = [m.register_forward_hook(catch(name)) for name, m in linears.items()]
+    device = next(model.parameters()).device
+    embeddings = model.get_input_embeddings()
+    per_batch = max(1, BACKWARD_TOKENS // windows.shape[1])
+    generator = torch.Generator(device=device).manual_seed(SAMPLING_SEED)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    tokens = 0
+    try:
+        for start in range(0, windows.shape[0], per_batch):
+            ids = windows[start : start + per_batch].to(device)
+            inputs = embeddings(ids).detach().requires_grad_(True)
+            if outputs is not None:
+                computed = outputs(model, inputs)
+                direction = torch.randn(computed.shape, generator=generator, device=device, dtype=computed.dtype)
+                scale[0] = 1.0
+                (direction * computed).sum().backward()
+                tokens += ids.numel()
+                continue
+            logits = model(inputs_embeds=inputs, use_cache=False).logits[:, :-1].float()
+            flat = logits.reshape(-1, logits.shape[-1])
+            with torch.no_grad():
+                labels = torch.multinomial(flat.softmax(-1), 1, generator=generator)[:, 0]
+            scale[0] = float(flat.shape[0]) ** 2
+            torch.nn.functional.cross_entropy(flat, labels).backward()
+            tokens += flat.shape[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+    return {name: sums[name] / tokens / m.out_features for name, m in linears.items()}
+
+
+def measure(model, windows: torch.Tensor, options, *, diagonal_above: int = DIAGONAL_ABOVE,
+            outputs: Outputs | None = None, progress: Callable[[str], None] | None = None) -> budget.Measured:  # fmt: skip
+    """Every candidate coding of every decoder linear (:mod:`icqcodec.budget`), its error predicted
+    with the statistics and output sensitivities (:func:`sensitivities`, with ``outputs``) of the
+    model as it is (not yet quantized)."""
+    statistics = calibrate(model, windows, diagonal_above=diagonal_above)
+    statistics.sensitivity = sensitivities(model, windows, outputs=outputs)
+    weights = ((name, m.weight.detach().to(torch.float32).cpu().numpy()) for name, m in decoder_linears(model).items())
+    return budget.measure(weights, options, statistics, progress=progress)
+
+
+def plan(model, windows: torch.Tensor, options, bpw: float, *, diagonal_above: int = DIAGONAL_ABOVE,
+         progress: Callable[[str], None] | None = None) -> Allocation:  # fmt: skip
+    """The coding of every decoder linear within ``bpw`` bits per weight: :func:`measure`, then
+    the allocation."""
+    return measure(model, windows, options, diagonal_above=diagonal_above, progress=progress).allocate(bpw)
+
+
 def quantize(
     model,
     windows: torch.Tensor,
     options,
     *,
+    allocation: Allocation | None = None,
     dtype: str | None = None,
     diagonal_above: int = DIAGONAL_ABOVE,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Encode every decoder linear with the statistics of its inputs in the partly quantized model,
-    layer by layer, and put its decoded weights in place; returns weight name -> (record, sections)."""
+    layer by layer, and put its decoded weights in place; returns weight name -> (record, sections).
+    With an ``allocation`` (:func:`plan`), each linear gets its chosen coding, and the allocation its
+    measured error."""
     encoded = {}
     layers_name = decoder_layers(model)[0]
 
@@ -177,11 +276,14 @@ def quantize(
                 continue
             key = f"{prefix}{name}.weight"
             weight = module.weight.detach().to(torch.float32).cpu().numpy()
-            record, sections = encode_tensor(key, weight, options, coding="icq", dtype=dtype,
-                                             statistic=found.prepared(key, damping=options.damping,
-                                                                      order=options.order))  # fmt: skip
+            coding, tensor_options = allocation.coding(key, options) if allocation else ("icq", options)
+            statistic = found.prepared(key, damping=options.damping, order=options.order) if coding == "icq" else None
+            record, sections = encode_tensor(key, weight, tensor_options, coding=coding, dtype=dtype,
+                                             statistic=statistic)  # fmt: skip
             encoded[key] = (record, sections)
             decoded = decode(b"".join(assemble([(record, sections)], {})))
+            if allocation is not None:
+                allocation.measure(key, weight, decoded, found.get(key), options.damping)
             module.weight.data.copy_(torch.from_numpy(decoded.astype("float32")).to(module.weight.device))
 
     calibrate(model, windows, diagonal_above=diagonal_above, after_layer=quantize_layer, progress=progress)
@@ -189,9 +291,11 @@ def quantize(
 
 
 def save_checkpoint(model, encoded: dict, target: Path, options, *, include: tuple[str, ...] = (),
-                    force: bool = False, metadata: dict[str, str] | None = None) -> None:  # fmt: skip
+                    force: bool = False, metadata: dict[str, str] | None = None,
+                    allocation: Allocation | None = None) -> None:  # fmt: skip
     """The model's state dict as one .icq file under its state-dict names: the ``encoded`` tensors as
-    they are, names matching ``include`` icq-coded, everything else lossless; tied weights once."""
+    they are, names matching ``include`` icq-coded, everything else lossless; tied weights once; the
+    ``allocation``'s choices recorded with the options."""
     entries, seen = [], set()
     for name, tensor in model.state_dict().items():
         storage = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
@@ -204,5 +308,6 @@ def save_checkpoint(model, encoded: dict, target: Path, options, *, include: tup
         array = tensor.detach().cpu().numpy()
         coding = "icq" if any(fnmatch.fnmatchcase(name, p) for p in include) else "raw"
         entries.append(encode_tensor(name, array, options, coding=coding))
-    info = {**(metadata or {}), **ENCODER_METADATA, "icq.encoder_options": options.to_json()}
+    recorded = allocation.encoder_options(options) if allocation else options.to_json()
+    info = {**(metadata or {}), **ENCODER_METADATA, "icq.encoder_options": recorded}
     write_atomically(Path(target), assemble(entries, info), overwrite=force)

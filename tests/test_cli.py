@@ -2,6 +2,7 @@
 
 import errno
 import json
+import re
 from pathlib import Path
 
 import ml_dtypes
@@ -187,3 +188,51 @@ def test_inspect_into_a_closed_pipe_exits_quietly(tmp_path):
     process.stdout.close()  # the reader leaves before the 3000 lines are written
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141 and stderr == b"", stderr
+
+
+def budget_inputs(tmp_path, rng):
+    from icqcodec.calibration import Statistics, save_statistics
+
+    x = rng.standard_normal((1024, 256)) * np.exp(rng.standard_normal(256))
+    h = x.T @ x / len(x)
+    tensors = {f"layer{i}.weight": (rng.standard_t(4, size=(96, 256)) * 0.02).astype(np.float32) for i in range(3)}
+    tensors["norm"] = np.ones(256, np.float32)
+    save_safetensors(tensors, str(tmp_path / "in.safetensors"))
+    statistics = Statistics({"layer0.weight": h, "layer1.weight": 30 * h, "layer2.weight": np.diag(h).copy()},
+                            sensitivity={"layer0.weight": 1.0, "layer1.weight": 1.0, "layer2.weight": 0.5})  # fmt: skip
+    save_statistics(tmp_path / "stats.safetensors", statistics)
+    return tmp_path / "in.safetensors", tmp_path / "stats.safetensors"
+
+
+def test_encode_to_a_budget_records_and_reports_each_choice(tmp_path, rng):
+    source, stats = budget_inputs(tmp_path, rng)
+    icq, report_file = tmp_path / "out.icq", tmp_path / "report.json"
+    output = run("encode", source, icq, "--calibration", stats, "--bpw", 3, "--report", report_file).output
+    assert "budget 3 bits/weight: " in output and "reached over 3 tensors" in output, output
+    report = json.loads(report_file.read_text())
+    assert report["bits_per_weight"] <= 3 and report["budget_bits_per_weight"] == 3
+    listed = {t["name"]: t for t in json.loads(run("inspect", "--json", icq).output)["tensors"]}
+    with files.safe_open(icq) as f:
+        recorded = json.loads(f.metadata()["icq.encoder_options"])
+    assert recorded["bpw"] == 3 and set(recorded["tensors"]) == {f"layer{i}.weight" for i in range(3)}
+    for entry in report["tensors"]:
+        name = entry["name"]
+        assert recorded["tensors"][name] == {k: entry[k] for k in ("bits", "outlier_ratio", "quantizer")}
+        assert (listed[name]["bits"], listed[name]["quantizer"]) == (entry["bits"], entry["quantizer"])
+        assert listed[name]["outliers_per_row"] == round(entry["outlier_ratio"] * 256)
+        assert 0.5 < entry["measured_error"] / entry["predicted_error"] < 2, entry
+    assert listed["norm"]["coding"] == "raw"
+    assert listed["layer1.weight"]["bits"] >= listed["layer0.weight"]["bits"]
+    failing(tmp_path, ["encode", source, tmp_path / "again.icq", "--bpw", 3, "--report", report_file],
+            "report.json exists; use --force")  # fmt: skip
+
+
+@pytest.mark.parametrize("budget, message", [
+    (0.5, "a budget of 0.5 bits/weight is below what 1-bit codes reach; possible: "),
+    (40, "a budget of 40 bits/weight is above lossless storage; possible: "),
+])  # fmt: skip
+def test_a_budget_no_coding_meets_is_refused_before_any_output(tmp_path, rng, budget, message):
+    source, stats = budget_inputs(tmp_path, rng)
+    failing(tmp_path, ["encode", source, tmp_path / "out.icq", "--calibration", stats, "--bpw", budget], message)
+    result = run("encode", source, tmp_path / "out.icq", "--bpw", budget, ok=False)
+    assert re.search(r"possible: \d\.\d{4} to 32\.\d{4} bits/weight", result.output), result.output

@@ -51,7 +51,8 @@ def test_sphinx_builds_without_warnings(tmp_path):
 
 @pytest.fixture
 def workdir(tmp_path):
-    tiny_llm.build(tmp_path)  # the "model" folder and texts of the guide "Quantize a model"
+    tiny_llm.build(tmp_path)  # the "model" folder, texts and importance matrix of the guide "Quantize a model"
+    tiny_llm.imatrix(tmp_path)
     rng = np.random.default_rng(0)
     save_file({"embeddings.word.weight": rng.standard_normal((128, 64)).astype(ml_dtypes.bfloat16),
                "layer.0.weight": rng.standard_normal((96, 128)).astype(np.float32),

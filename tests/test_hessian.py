@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from checks import check_backends_agree
 
-from icqcodec import files
-from icqcodec.encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
+from icqcodec import files, hessian
+from icqcodec.encode import ENCODER_METADATA, EncodeOptions, assemble, encode_icq, encode_tensor
 from icqcodec.fitting import CLIP_STARTS, REFITS, encode_rows
 from icqcodec.hessian import prepare, rounded_codes
 
@@ -95,9 +95,24 @@ def test_rounding_gives_the_codes_of_gptq(rng):
     inlier_base, outlier_base = np.arange(8.0), np.arange(4.0)
     _, params, positions, _ = encode_rows(w, prepared.weights, 5, 3, inlier_base, outlier_base, True, CLIP_STARTS,
                                           REFITS)  # fmt: skip
-    codes = rounded_codes(w, prepared.order, prepared.feedback, params, positions, 3, inlier_base, outlier_base, True)
+    codes, _ = rounded_codes(w, prepared.order, prepared.feedback, prepared.pivots, params, positions, 3, inlier_base,
+                             outlier_base, True)  # fmt: skip
     damped = h + np.eye(96) * 0.01 * np.mean(np.diag(h))
     assert np.array_equal(codes, gptq_codes(w, damped, params, positions, 3))
+
+
+@pytest.mark.parametrize("statistic", ["none", "diagonal", "full"])
+@pytest.mark.parametrize("quantizer", ["uniform", "codebook"])
+def test_the_encoders_error_is_the_damped_output_error_of_its_decode(rng, statistic, quantizer):
+    x = correlated_inputs(rng, 96)
+    h = x.T @ x / len(x)
+    w = (rng.standard_t(4, size=(40, 96)) * 0.02).astype(np.float32)
+    stat = {"none": None, "diagonal": np.diag(h).copy(), "full": h}[statistic]
+    options = EncodeOptions(bits=3, quantizer=quantizer, order="activation")
+    _, _, error = encode_icq(w, options, None if stat is None else prepare(stat, 96))
+    decoded = files.load(encoded(w, options, stat))["w"]
+    assert error == pytest.approx(hessian.output_error(w, decoded, stat), rel=1e-9)
+    assert hessian.output_error(w, decoded, stat) > 0
 
 
 @pytest.mark.parametrize("quantizer", ["uniform", "codebook"])

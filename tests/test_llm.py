@@ -45,9 +45,41 @@ def test_calibrate_writes_one_statistic_per_input(tiny):
     assert found.get(f"{layer}mlp.down_proj.weight").shape == (128, 128)
     assert found.get(f"{layer}self_attn.v_proj.weight").shape == (64, 64)
     assert set(found.tokens.values()) == {1024}
+    assert sorted(found.sensitivity) == sorted(n for n in found.names() if ".layers." in n)
+    assert all(np.isfinite(v) and v > 0 for v in found.sensitivity.values()), found.sensitivity
     diagonal = tiny / "diagonal.safetensors"
     run("calibrate", tiny / "model", diagonal, "--text", tiny / "calibration.jsonl", *SMALL, "--diagonal-above", 100)
     assert load_statistics(diagonal).get(f"{layer}mlp.down_proj.weight").shape == (128,)
+
+
+def test_sensitivities_are_mean_squared_output_gradients_for_the_models_own_labels(tiny):
+    from icqcodec import llm
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny / "model").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny / "model")
+    windows = llm.token_windows(tokenizer, (tiny / "calibration.txt").read_text(), 256, 64)  # one batch
+    found = llm.sensitivities(model, windows)
+    assert found == llm.sensitivities(model, windows)  # the sampled labels are seeded
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())  # none left behind
+    grads = []
+
+    def catch(module, args, out):
+        out.register_hook(lambda g: grads.append(g.double()))
+
+    handle = model.model.layers[1].mlp.down_proj.register_forward_hook(catch)
+    embeds = model.get_input_embeddings()(windows).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds).logits[:, :-1].float().reshape(-1, model.config.vocab_size)
+    generator = torch.Generator().manual_seed(llm.SAMPLING_SEED)
+    labels = torch.multinomial(logits.detach().softmax(-1), 1, generator=generator)[:, 0]
+    per_token_sum = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    per_token_sum.backward()  # the sum's gradient is each token's own
+    handle.remove()
+    expected = float(grads[0].square().sum()) / labels.numel() / 64
+    assert found["model.layers.1.mlp.down_proj.weight"] == pytest.approx(expected, rel=1e-6)
+    assert all(np.isfinite(v) and v > 0 for v in found.values()) and len(found) == 14
+    pooled = llm.sensitivities(model, windows, outputs=lambda m, e: m.model(inputs_embeds=e).last_hidden_state.mean(1))
+    assert pooled.keys() == found.keys() and all(np.isfinite(v) and v > 0 for v in pooled.values())
+    assert pooled != found
 
 
 def test_collect_statistics_is_the_mean_of_x_xt(tiny):
@@ -99,6 +131,27 @@ def test_quantize_writes_a_checkpoint_that_loads_by_name(tiny):
     assert torch.equal(model.model.norm.weight, original["model.norm.weight"])
     failing = run("quantize", tiny / "model", target, "--bits", 3, "--text", tiny / "calibration.txt", *SMALL, ok=False)
     assert failing.exit_code == 1 and "exists; use --force to replace it" in failing.output
+
+
+def test_quantize_to_a_budget_records_and_reports_each_choice(tiny):
+    target, report_file = tiny / "budget.icq", tiny / "budget.json"
+    output = run("quantize", tiny / "model", target, "--bpw", 3.5, "--report", report_file, "--text",
+                 tiny / "calibration.txt", *SMALL, "--force").output  # fmt: skip
+    assert "budget 3.5 bits/weight: " in output and "reached over 14 tensors" in output, output
+    report = json.loads(report_file.read_text())
+    assert report["bits_per_weight"] <= 3.5 and len(report["tensors"]) == 14
+    with icqcodec.safe_open(target) as f:
+        recorded = json.loads(f.metadata()["icq.encoder_options"])
+        assert recorded["bpw"] == 3.5
+        for entry in report["tensors"]:
+            record = f.record(entry["name"])
+            assert recorded["tensors"][entry["name"]] == {k: v for k, v in entry.items() if k in
+                                                           ("coding", "bits", "outlier_ratio", "quantizer")}  # fmt: skip
+            assert record.params.bits == entry["bits"] if record.coding else entry["coding"] == "raw"
+            assert entry["measured_error"] >= 0
+    # predicted on the model as it is, measured layer by layer on the partly quantized one
+    assert 0.3 < report["measured_error"] / report["predicted_error"] < 3, report
+    assert len({t.get("bits") for t in report["tensors"]}) > 1
 
 
 def test_statistics_that_do_not_match_are_refused_before_any_output(tiny):

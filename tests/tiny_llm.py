@@ -40,3 +40,36 @@ def build(folder: Path) -> Path:
     (folder / "calibration.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "evaluation.txt").write_text(text(3000, 1))
     return folder
+
+
+def write_imatrix(path: Path, entries: dict) -> None:
+    """An importance matrix as llama-imatrix writes it: general.type "imatrix", its metadata, and
+    ``<name>.in_sum2`` and ``<name>.counts`` for each GGUF name of ``entries`` (name -> (sums, counts))."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch="imatrix")
+    writer.add_type("imatrix")
+    writer.add_array("imatrix.datasets", ["calibration.txt"])
+    writer.add_uint32("imatrix.chunk_count", 8)
+    writer.add_uint32("imatrix.chunk_size", 512)
+    for name, (sums, counts) in entries.items():
+        writer.add_tensor(f"{name}.in_sum2", np.asarray(sums, np.float32))
+        writer.add_tensor(f"{name}.counts", np.asarray(counts, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def imatrix(folder: Path) -> Path:
+    """``folder/imatrix.gguf`` for the tiny Llama of :func:`build` (random positive sums)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shapes = {"attn_q": 64, "attn_k": 64, "attn_v": 64, "attn_output": 64, "ffn_gate": 64, "ffn_up": 64,
+              "ffn_down": 128}  # fmt: skip
+    entries = {f"blk.{layer}.{name}.weight": (rng.uniform(0.1, 2.0, cols) * 1024, [1024.0])
+               for layer in range(2) for name, cols in shapes.items()}  # fmt: skip
+    write_imatrix(folder / "imatrix.gguf", entries)
+    return folder / "imatrix.gguf"
