@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import icqcodec.torch  # noqa: E402
 from icqcodec.torch import IcqLinear  # noqa: E402
 
 SHAPES = ("4096x4096", "4096x14336", "14336x4096", "8192x28672", "28672x8192")
@@ -63,7 +64,11 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--rows-per-warp", type=int, help="weight rows per warp of the one-row kernel (1-4)")
+    parser.add_argument("--outlier-ratio", type=float, default=0.05)
     args = parser.parse_args()
+    if args.rows_per_warp:
+        icqcodec.torch.rows_per_warp = lambda rows: args.rows_per_warp
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     copy = copy_bandwidth()
@@ -76,7 +81,8 @@ def main() -> None:
         dense = weight.to("cuda", torch.bfloat16)
         layers = {"bfloat16 (cuBLAS)": None}
         for bits in args.bits:
-            layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, dtype="bfloat16", device="cuda")
+            layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, outlier_ratio=args.outlier_ratio,
+                                                             dtype="bfloat16", device="cuda")  # fmt: skip
         for label, layer in layers.items():
             size = dense.numel() * 2 if layer is None else layer.payload.numel()
             copies = max(1, -(-CACHE_BYTES // size))

@@ -23,7 +23,7 @@ from .container import Header, TensorRecord, bytes_reader, read_header, tensor_l
 from .numba_decoder import decode_tensor
 from .payload_checks import segment_starts
 
-__all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "kernels"]
+__all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels"]
 
 MAX_FUSED_ROWS = 16  # rows of activations the fused kernel takes (MAX_ACTIVATION_ROWS in the source)
 WARPS_PER_BLOCK = 8
@@ -90,11 +90,17 @@ def load_layout(data, name: str) -> Layout:
     return layout_of(header, header.by_name[name], read_at)
 
 
+def rows_per_warp(rows: int) -> int:
+    """Weight rows each warp of the one-row kernel takes: more share its activations' registers,
+    fewer keep every multiprocessor busy on a short matrix."""
+    return 1 if rows < 16384 else 2
+
+
 @functools.cache
 def kernels():
-    """(fused linear, levels) kernels, compiled on first use."""
+    """(fused linear, levels, one-row linear) kernels, compiled on first use."""
     import cupy
 
     source = resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
     module = cupy.RawModule(code=source, options=("-std=c++17",))
-    return module.get_function("icq_linear"), module.get_function("icq_levels")
+    return module.get_function("icq_linear"), module.get_function("icq_levels"), module.get_function("icq_gemv")

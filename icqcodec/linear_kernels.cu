@@ -196,3 +196,107 @@ extern "C" __global__ void __launch_bounds__(256) icq_levels(TENSOR_ARGS, int bf
         outliers_of(t, n, codes, [&](int column, unsigned q) { store(w, base + column, r.outlier(q), bf16); });
     }
 }
+
+// One row of activations (batch-1 generation). Each warp takes `rows_per_warp` weight rows; lane l
+// takes 32 consecutive columns of every 1024, keeps their activations in registers for all its
+// rows, and reads each row's codes there as exactly BITS whole words. With the levels
+// offset + v(q) * scale (v(q) = q, or the codebook entry), a row's inlier sum is
+// offset * sum(x) + scale * sum(x * v(q)), so the inner loop is one extraction, one conversion
+// (q by the magic-number trick, exact: no integer-to-float instruction) and one FMA per weight.
+#define MAX_ROWS_PER_WARP 4
+
+template <int BITS>
+__device__ __forceinline__ float code_value(const unsigned* w, int j, const float* book) {
+    constexpr unsigned mask = (1u << BITS) - 1;
+    const int position = j * BITS, word = position >> 5, shift = position & 31;
+    unsigned q = w[word] >> shift;
+    if (shift + BITS > 32) q |= w[word + 1] << (32 - shift);
+    q &= mask;
+    if (book) return book[q];
+    return __uint_as_float(0x4B000000u | q) - 8388608.0f;  // 2^23 + q, exact, less 2^23
+}
+
+// Measured (bench/RESULTS.md): four FMA chains and the codebook test hoisted out of the loop
+// (a kernel per kind) took more registers and ran slower than this.
+template <int BITS>
+__device__ __forceinline__ void gemv_inliers(const Tensor& t, const float* book, const unsigned short* x, int bf16,
+                                             int n0, int count, float* acc, float& sx) {
+    const int lane = threadIdx.x & 31;
+    const bool vectors = (((unsigned long long)x) & 15) == 0;
+    for (int c0 = 0; c0 < t.cols; c0 += 1024) {
+        const int first = c0 + lane * 32;
+        if (first >= t.cols) break;
+        const int width = min(32, t.cols - first);
+        unsigned short xb[32];
+        if (width == 32 && vectors) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) *(uint4*)(xb + 8 * i) = ((const uint4*)(x + first))[i];
+        } else {
+#pragma unroll
+            for (int j = 0; j < 32; ++j) xb[j] = j < width ? x[first + j] : 0;
+        }
+        float xv[32];
+#pragma unroll
+        for (int j = 0; j < 32; ++j) xv[j] = from_bits(xb[j], bf16);
+#pragma unroll
+        for (int j = 0; j < 32; ++j) sx += xv[j];
+        const int words = (width * BITS + 31) >> 5;  // a partial chunk reads only the words it has
+#pragma unroll
+        for (int r = 0; r < MAX_ROWS_PER_WARP; ++r) {
+            if (r >= count) break;
+            const unsigned* row = (const unsigned*)(t.body + t.codes + (long long)(n0 + r) * t.row_stride) +
+                                  (long long)(first >> 5) * BITS;
+            unsigned w[BITS + 1];
+#pragma unroll
+            for (int i = 0; i < BITS; ++i) w[i] = i < words ? row[i] : 0u;
+            w[BITS] = 0u;
+            float a = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 32; ++j) a = fmaf(xv[j], code_value<BITS>(w, j, book), a);
+            acc[r] += a;
+        }
+    }
+}
+
+// y[n] = sum_k x[k] L[n, k] (+ bias[n]) for one row of activations; 8 warps per block.
+extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const void* x, int bf16, const void* bias,
+                                                           void* y, int rows_per_warp) {
+    const Tensor t = TENSOR;
+    __shared__ float book_store[256 + 128];
+    const float* book = shared_book(t, book_store);
+    const int warp = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    const int n0 = warp * rows_per_warp;
+    if (n0 >= t.rows) return;  // the whole warp: the chain walks below need every lane
+    const int count = min(rows_per_warp, t.rows - n0);
+    const unsigned short* xs = (const unsigned short*)x;
+    float acc[MAX_ROWS_PER_WARP], sx = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MAX_ROWS_PER_WARP; ++r) acc[r] = 0.0f;
+#define GEMV_WIDTH(B) case B: gemv_inliers<B>(t, book, xs, bf16, n0, count, acc, sx); break;
+    switch (t.bits) { GEMV_WIDTH(1) GEMV_WIDTH(2) GEMV_WIDTH(3) GEMV_WIDTH(4) GEMV_WIDTH(5) GEMV_WIDTH(6)
+                      GEMV_WIDTH(7) GEMV_WIDTH(8) }
+#undef GEMV_WIDTH
+    for (int d = 16; d > 0; d >>= 1) sx += __shfl_xor_sync(0xffffffffu, sx, d);
+#pragma unroll
+    for (int r = 0; r < MAX_ROWS_PER_WARP; ++r) {
+        if (r >= count) break;
+        const int n = n0 + r;
+        const Row levels = row_levels(t, n, book);
+        float correction = 0.0f;
+        if (t.outliers) {
+            const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
+            outliers_of(t, n, codes, [&](int column, unsigned q) {
+                correction = fmaf(load(x, column, bf16), levels.outlier(q) - levels.inlier(q), correction);
+            });
+        }
+        float v = acc[r], c = correction;
+        for (int d = 16; d > 0; d >>= 1) {
+            v += __shfl_down_sync(0xffffffffu, v, d);
+            c += __shfl_down_sync(0xffffffffu, c, d);
+        }
+        if (lane == 0) {
+            float out = fmaf(levels.offset, sx, fmaf(levels.scale, v, c));
+            store(y, n, bias ? out + load(bias, n, bf16) : out, bf16);
+        }
+    }
+}

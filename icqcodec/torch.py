@@ -1,8 +1,9 @@
 """``IcqLinear``: a linear layer that runs from its icq payload (optional extra ``icqcodec[torch]``).
 
-On a CUDA device, up to 16 rows of float16 or bfloat16 activations go through one fused kernel
-that reads the codes, row parameters and gap chains as they are stored and never writes the weight
-to memory; more rows decode the weight to the activation dtype once per call and use cuBLAS. On the
+On a CUDA device, one row of float16 or bfloat16 activations (generation) goes through a kernel
+that keeps the activations in registers and multiplies each code's value, up to 16 rows through one
+fused kernel; both read the codes, row parameters and gap chains as they are stored and never write
+the weight to memory; more rows decode the weight to the activation dtype once per call and use cuBLAS. On the
 CPU, and for other activation dtypes, the weight is decoded (numba) and multiplied. The fused path is
 the custom op ``torch.ops.icqcodec.linear``, so ``torch.compile`` and CUDA graphs capture it.
 Results are checked against ``x @ L.T`` in float64 with a stated tolerance (``tests/test_torch.py``);
@@ -17,7 +18,7 @@ import torch
 from . import dtypes
 from .encode import EncodeOptions, assemble, encode_tensor
 from .files import safe_open
-from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, layout_of, load_layout
+from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, layout_of, load_layout, rows_per_warp
 
 __all__ = ["IcqLinear"]
 
@@ -25,11 +26,12 @@ FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS = 4  # index of rows in Layout.arguments
 
 
-def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args) -> None:
+def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
+            rows_per_warp: int = 1) -> None:  # fmt: skip
     import cupy
 
     rows = tensor_args[ROWS]
-    grid = (-(-rows // WARPS_PER_BLOCK),)
+    grid = (-(-rows // (WARPS_PER_BLOCK * rows_per_warp)),)
     pointers = [np.uint64(payload.data_ptr()), *(np.int64(v) for v in tensor_args[:4]),
                 np.uint64(starts.data_ptr()), *(np.int32(v) for v in tensor_args[4:10]), np.int64(tensor_args[10])]  # fmt: skip
     with cupy.cuda.ExternalStream(torch.cuda.current_stream(payload.device).cuda_stream, payload.device.index):
@@ -44,11 +46,17 @@ def _pointer(tensor: torch.Tensor | None) -> np.uint64:
 def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_args: list[int],
            bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload."""
-    fused, levels = kernels()
+    fused, levels, one_row = kernels()
     bf16 = np.int32(x.dtype == torch.bfloat16)
     rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
     x = x.contiguous()
     bias = None if bias is None else bias.to(x.dtype).contiguous()
+    if x.shape[0] == 1:
+        y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
+        per_warp = rows_per_warp(rows)
+        _launch(one_row, tensor_args, payload, starts, _pointer(x), bf16, _pointer(bias), _pointer(y),
+                np.int32(per_warp), rows_per_warp=per_warp)  # fmt: skip
+        return y
     if x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         if x.shape[0]:
