@@ -104,7 +104,7 @@ def main() -> None:
     windows = llm.token_windows(tokenizer, calibration_text(), TOKENS, SEQ_LEN)
     settings = [(row, bits, quantizer, None) for bits in (2, 3, 4) for row in ("icq", "icq-layers")
                 for quantizer in ("uniform", "codebook")]  # fmt: skip
-    settings += [("icq-budget", 2, "mixed", budget) for budget in BUDGETS]  # the width is the allocation's
+    settings += [("icq-budget", 2, "codebook", budget) for budget in BUDGETS]  # widths and kinds: the allocation's
     measured = llm.measure(model, windows, EncodeOptions(), outputs=sentence_embeddings)
     table = {"texts": len(corpus), "rows": []}
     print("| setting | bits | quantizer | bits/weight | mean cosine | lowest cosine | seconds |")
@@ -115,7 +115,7 @@ def main() -> None:
                         budget=budget)  # fmt: skip
         seconds = time.perf_counter() - start
         cosine = (embed(model, tokenizer, corpus) * reference).sum(1).numpy()
-        label = f"{budget:g}" if budget else str(bits)
+        label, quantizer = (f"{budget:g}", "mixed") if budget else (str(bits), quantizer)
         table["rows"].append({"row": row, "bits": label, "quantizer": quantizer, "bits_per_weight": rate,
                               "mean_cosine": float(cosine.mean()), "lowest_cosine": float(cosine.min()),
                               "seconds": seconds})  # fmt: skip

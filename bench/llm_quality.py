@@ -155,7 +155,7 @@ def budgets(asked: list[str], single: dict[int, tuple[float, float]]) -> list[fl
 def log_linear(single: dict[int, tuple[float, float]], rate: float) -> float | None:
     """The single-width curve's perplexity ratio at ``rate``, interpolated linearly in its logarithm."""
     for (r0, p0), (r1, p1) in itertools.pairwise(sorted(single.values())):
-        if r0 - 1e-6 <= rate <= r1 + 1e-6:  # a budget at a single-width size may land a hair below it
+        if r0 - 1e-3 <= rate <= r1 + 1e-3:  # a budget at a single-width size lands a hair below it
             return math.exp(math.log(p0) + (rate - r0) / (r1 - r0) * (math.log(p1) - math.log(p0)))
     return None
 
