@@ -1,21 +1,22 @@
 """Bits where they matter (spec section 10, informative): within a budget of bits per weight over a
 set of tensors, each tensor's coding (code width, outlier ratio and kind, or raw) chosen to minimize
-the sum of their predicted output errors.
+the sum of their predicted losses.
 
-The errors are weighed by the loss's sensitivity to each tensor's output where the statistics
-have one (:func:`icqcodec.llm.sensitivities`): ``s/2 * sum d^T H d`` is then the Gauss-Newton
-estimate of the loss the coding adds. Every candidate coding of a tensor is measured. Its size exactly: the outliers' positions, and so
-the index coding, depend on the ratio but not on the width, so every section's length is known
-without coding the tensor. Its output error (:func:`icqcodec.hessian.output_error`, under the damped
-statistic) by coding a sample of evenly spaced rows and scaling to all rows: rows are coded
-independently, so the sample's error is an unbiased estimate but for the codebook, which the
-sample fits alone. The choice is a Lagrangian search: each tensor's candidates reduced to their
-lower convex hull in (bytes, error), the hulls' steps taken across tensors in order of error saved
-per byte while they fit the budget.
+A coding's predicted loss is its output error ``sum over rows of d^T H d``
+(:func:`icqcodec.hessian.output_error`, under the damped statistic) times the loss's sensitivity to
+the tensor's output where the statistics have one (``icqcodec.llm.sensitivities``): ``s/2 * sum d^T H d`` is the Gauss-Newton
+estimate of the loss the coding adds. Every candidate coding of a tensor is measured: its size
+exactly (the outliers' positions, and so the index coding, depend on the ratio but not on the width,
+so every section's length is known without coding the tensor), its output error by coding a sample
+of evenly spaced rows and scaling to all rows (rows are coded independently, so the sample's error
+is an unbiased estimate, but for the codebook, which the sample fits alone). The choice is a
+Lagrangian search: each tensor's candidates reduced to their lower convex hull in (bytes, predicted
+loss), the hulls' steps taken across tensors in order of loss saved per byte while they fit.
 
 Bits per weight count the payload and directory-record bytes of the tensors over their elements,
-as ``bench/llm_quality.py`` does. Deterministic: sizes are integers, errors the encoder's fixed-order
-sums, ties broken by name.
+as ``bench/llm_quality.py`` does. Sizes are integers and errors the encoder's fixed-order sums, ties
+are broken by name; the sensitivities come from torch, so near ties may fall differently on another
+machine.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ __all__ = [
     "Allocation",
     "candidates",
     "allocate",
+    "Measured",
+    "measure",
     "plan",
 ]
 
