@@ -58,7 +58,8 @@ def _budget_options(command):
     for decorator in reversed([
         click.option("--bpw", type=float, metavar="B",
                      help="A budget in bits/weight over the quantized tensors: each gets the width, outlier "
-                          "ratio and kind (or raw storage) that minimize the predicted output error."),
+                          "ratio and kind (or raw storage) that minimize the predicted loss (output error "
+                          "times the statistics' sensitivity)."),
         click.option("--report", type=click.Path(path_type=Path), metavar="JSON",
                      help="With --bpw: write each tensor's choice and its predicted and measured error."),
     ]):  # fmt: skip
