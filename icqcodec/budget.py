@@ -166,17 +166,18 @@ class Allocation:
                 "predicted_error": self.predicted_error, "measured_error": measured, "tensors": tensors}  # fmt: skip
 
 
-def _hull(options: Sequence[Candidate]) -> list[Candidate]:
-    """The lower convex hull of the candidates in (size, error), from the smallest."""
+def _hull(options: Sequence[Candidate], weight: float) -> list[Candidate]:
+    """The lower convex hull of the candidates in (size, weight x error), from the smallest."""
     ordered = sorted(options, key=lambda c: (c.size, c.error))
     frontier: list[Candidate] = []
     for candidate in ordered:
-        if frontier and candidate.error >= frontier[-1].error:
-            continue  # no smaller error for more bytes
+        if frontier and candidate.error * weight >= frontier[-1].error * weight:
+            continue  # no smaller loss for more bytes
         while len(frontier) >= 2:
             a, b = frontier[-2], frontier[-1]
             # b lies on or above the segment from a to the candidate: not on the hull
-            if (b.error - a.error) * (candidate.size - a.size) >= (candidate.error - a.error) * (b.size - a.size):
+            if ((b.error - a.error) * weight * (candidate.size - a.size)
+                    >= (candidate.error - a.error) * weight * (b.size - a.size)):  # fmt: skip
                 frontier.pop()
             else:
                 break
@@ -191,8 +192,7 @@ def allocate(options: Mapping[str, Sequence[Candidate]], elements: Mapping[str, 
     range, for a budget no choice meets or above lossless."""
     total = sum(elements[name] for name in options)
     weight = {name: 1.0 if sensitivity is None else float(sensitivity[name]) for name in options}
-    weighted = {name: [replace(c, error=c.error * weight[name]) for c in options[name]] for name in options}
-    hulls = {name: _hull(weighted[name]) for name in sorted(options)}
+    hulls = {name: _hull(options[name], weight[name]) for name in sorted(options)}
     lowest = sum(hull[0].size for hull in hulls.values())
     lossless = sum(next(c.size for c in options[name] if c.coding == "raw") for name in hulls)
     possible = f"possible: {8 * lowest / total:.4f} to {8 * lossless / total:.4f} bits/weight"
@@ -203,8 +203,8 @@ def allocate(options: Mapping[str, Sequence[Candidate]], elements: Mapping[str, 
     steps = []
     for name, hull in hulls.items():
         for index in range(1, len(hull)):
-            saved, cost = hull[index - 1].error - hull[index].error, hull[index].size - hull[index - 1].size
-            steps.append((-saved / cost, name, index))
+            saved = (hull[index - 1].error - hull[index].error) * weight[name]
+            steps.append((-saved / (hull[index].size - hull[index - 1].size), name, index))
     steps.sort()
     chosen = {name: 0 for name in hulls}
     blocked: set[str] = set()
@@ -218,13 +218,9 @@ def allocate(options: Mapping[str, Sequence[Candidate]], elements: Mapping[str, 
             continue
         chosen[name] = index
         room -= cost
-    choices = {name: _unweighted(hulls[name][index], weight[name]) for name, index in chosen.items()}
+    choices = {name: hulls[name][index] for name, index in chosen.items()}
     return Allocation(budget, choices, {name: elements[name] for name in hulls},
                       dict(sensitivity) if sensitivity is not None else {})  # fmt: skip
-
-
-def _unweighted(candidate: Candidate, weight: float) -> Candidate:
-    return replace(candidate, error=candidate.error / weight if weight > 0 else candidate.error)
 
 
 @dataclass
