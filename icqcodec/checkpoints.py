@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import budget, dtypes
+from . import budget, dtypes, safetensors_format
 from .atomic import atomic_directory, atomic_output
 from .budget import Allocation
 from .calibration import Statistics
@@ -41,12 +39,7 @@ __all__ = [
 
 ICQ_INDEX = "model.icq.index.json"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-# safetensors dtype names <-> ICQ dtype codes
-SAFETENSORS_DTYPES = {
-    "BOOL": 0, "I8": 1, "I16": 2, "I32": 3, "I64": 4, "U8": 5, "U16": 6, "U32": 7, "U64": 8,
-    "F16": 9, "BF16": 10, "F32": 11, "F64": 12, "F8_E4M3": 13, "F8_E5M2": 14,
-}  # fmt: skip
-_SAFETENSORS_NAMES = {code: name for name, code in SAFETENSORS_DTYPES.items()}
+SAFETENSORS_DTYPES = safetensors_format.DTYPES  # safetensors dtype names -> ICQ dtype codes
 Progress = Callable[[str], None]
 
 
@@ -87,39 +80,18 @@ def open_source(path: Path) -> Source:
 
 
 def _open_safetensors(path: Path) -> Source:
-    """Read safetensors with positioned reads, not a memory map: pages of tensors already encoded
-    are then freed rather than kept resident, so memory stays bounded on large shards."""
-    handle = open(path, "rb")
     try:
-        size = os.fstat(handle.fileno()).st_size
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > size - 8:
-            raise ValueError("header runs past the end of the file")
-        header = json.loads(handle.read(length))
-        metadata = header.pop("__metadata__", None) or {}
-        entries = {}
-        for name, entry in header.items():
-            code = SAFETENSORS_DTYPES[entry["dtype"]]
-            begin, end = entry["data_offsets"]
-            shape = tuple(int(d) for d in entry["shape"])
-            if not 0 <= begin <= end <= size - 8 - length or end - begin != int(np.prod(shape)) * dtypes.item_size(
-                code
-            ):
-                raise ValueError(f"tensor {name!r} has inconsistent data offsets")
-            entries[name] = (code, shape, 8 + length + begin, end - begin)
-    except (ValueError, KeyError, TypeError, struct.error) as error:
-        handle.close()
+        stored = safetensors_format.read_file(path)
+    except ValueError as error:
         raise InputError(f"{path}: not a readable safetensors file ({error})") from None
 
     def load(name: str) -> np.ndarray:
-        code, shape, offset, count = entries[name]
-        data = bytearray(count)
-        handle.seek(offset)
-        if handle.readinto(data) != count:
-            raise InputError(f"{path}: tensor {name!r} is truncated")
-        return np.frombuffer(data, dtype=dtypes.numpy_dtype(code)).reshape(shape)
+        try:
+            return stored.array(name)
+        except ValueError as error:
+            raise InputError(f"{path}: {error}") from None
 
-    return Source(path, list(entries), load, {str(k): str(v) for k, v in metadata.items()}, handle.close)
+    return Source(path, list(stored.entries), load, stored.metadata, stored.close)
 
 
 def _shard_index(path: Path, index_name: str) -> Path | None:
@@ -215,24 +187,15 @@ def _with_crc(record: TensorRecord, table_crc: int) -> TensorRecord:
 
 def write_safetensors(out, records: list[TensorRecord], metadata: dict[str, str], load, progress, dtype_for) -> None:
     """Stream tensors into the safetensors format: JSON header of offsets, then the data."""
-    header: dict = {"__metadata__": metadata} if metadata else {}
-    position = 0
-    for record in records:
-        code = dtype_for(record)
-        size = record.elements * dtypes.item_size(code)
-        header[record.name] = {
-            "dtype": _SAFETENSORS_NAMES[code],
-            "shape": list(record.shape),
-            "data_offsets": [position, position + size],
-        }
-        position += size
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    out.write(struct.pack("<Q", len(text)) + text)
-    for record in records:
-        out.write(_raw_bytes(load(record)))
+    by_name = {record.name: record for record in records}
+
+    def data(name: str) -> memoryview:
+        array = _raw_bytes(load(by_name[name]))
         if progress:
-            progress(record.name)
+            progress(name)
+        return array
+
+    safetensors_format.write_file(out, [(r.name, dtype_for(r), r.shape) for r in records], data, metadata)
 
 
 def _raw_bytes(array: np.ndarray) -> memoryview:
