@@ -14,10 +14,13 @@ from .runner import external, in_process, report, run
 
 def decode_command(source: str, target: str) -> int:
     """The reference decoder behind the external-decoder contract (conformance/README.md)."""
-    from icqcodec import FormatError, dtypes, files
+    from icqcodec import FormatError, annex_safetensors, dtypes, files
 
     try:
-        tensors = files.load(Path(source).read_bytes(), backend="reference")
+        if source.endswith(".safetensors"):
+            tensors = annex_safetensors.load_file(source, backend="reference")
+        else:
+            tensors = files.load(Path(source).read_bytes(), backend="reference")
     except FormatError as error:
         print(error.category)
         print(error, file=sys.stderr)

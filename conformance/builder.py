@@ -118,3 +118,31 @@ def patch(data: bytes, offset: int, value: bytes, *, fix_header_crc: bool = True
     if fix_header_crc:
         out[60:64] = crc32c(bytes(out[:60])).to_bytes(4, "little")
     return bytes(out)
+
+
+# ---- annex: ICQ tensors in safetensors files --------------------------------------------------------
+
+
+def safetensors(tensors: list[tuple[str, str, list[int], bytes]], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file of (name, dtype name, shape, bytes), in that order."""
+    import json
+
+    header: dict = {"__metadata__": metadata} if metadata is not None else {}
+    position = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [position, position + len(data)]}
+        position += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(t[3] for t in tensors)
+
+
+def cut(icq_file: bytes) -> tuple[bytes, bytes]:
+    """A one-tensor ICQ file cut at its data_offset: the header and payload halves of an annex pair."""
+    data_offset = int.from_bytes(icq_file[24:32], "little")
+    return icq_file[:data_offset], icq_file[data_offset:]
+
+
+def pair(name: str, icq_file: bytes) -> list[tuple[str, str, list[int], bytes]]:
+    header, payload = cut(icq_file)
+    return [(name + "_icq_header", "U8", [len(header)], header), (name + "_icq_payload", "U8", [len(payload)], payload)]

@@ -21,7 +21,7 @@ from .generate import SPEC_VERSION
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE.parent / "spec"
-SPEC_FILES = ("icq-format.md", "worked-example.md", "worked-example-2.md")
+SPEC_FILES = ("icq-format.md", "icq-safetensors.md", "worked-example.md", "worked-example-2.md")
 EPOCH = 1764547200  # 2025-12-01T00:00:00Z: fixed, so the archive's bytes depend on its contents only
 
 

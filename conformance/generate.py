@@ -18,7 +18,8 @@ from pathlib import Path
 
 from icqcodec.index_coding import encode_segment
 
-from .builder import Tensor, build, icq_params, pack, patch
+from .builder import Tensor, build, icq_params, pack, pair, patch, safetensors
+from .runner import expected_folder, vector_path
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"
@@ -34,6 +35,7 @@ class Vectors:
         self.entries: list[dict] = []
         self.files: dict[str, bytes] = {}
         self.version = "1.0"  # the spec revision of the vectors being added
+        self.container = "icq"  # or "safetensors": the annex's vectors
 
     def add(self, kind: str, name: str, section: str, description: str, data: bytes, category: str | None = None):
         assert name not in {e["name"] for e in self.entries}, name
@@ -43,8 +45,10 @@ class Vectors:
                  "description": description, "expected": "ok" if kind == "valid" else category,
                  "error_class": None if kind == "valid" else ERROR_CLASSES[category].__name__,
                  "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+        if self.container != "icq":
+            entry["container"] = self.container
         self.entries.append(entry)
-        self.files[f"vectors/{kind}/{name}.icq"] = data
+        self.files[vector_path(entry)] = data
 
     # ---- tensor builders ------------------------------------------------------------------------
 
@@ -486,20 +490,102 @@ def clarifications(v: Vectors) -> None:
         "corrupt")  # fmt: skip
 
 
+def annex(v: Vectors) -> None:
+    """Vectors of the annex ``spec/icq-safetensors.md`` 1.0: ICQ tensors in safetensors files."""
+    v.version, v.container = "annex-1.0", "safetensors"
+    add = v.add
+    one = build([v.icq(name="w.weight", rows=4, cols=48)])
+    norm = bytes(v.bits(8) for _ in range(2 * 48))
+    bias = struct.pack("<4f", 0.5, -1.0, 0.0, 2.0)
+
+    def st(*parts, metadata=None):
+        return safetensors([t for part in parts for t in part], metadata)
+
+    add("valid", "pair", "annex 3", "one ICQ tensor as its header and payload halves", st(pair("w.weight", one)))
+    add("valid", "pair-and-plain", "annex 3, 6", "a pair between plain F32 and BF16 tensors: outputs in name order",
+        st([("a.bias", "F32", [4], bias)], pair("w.weight", one), [("z.norm", "BF16", [48], norm)]))  # fmt: skip
+    add("valid", "plain-before-pair-in-header", "annex 6",
+        "stored order is not output order: plain z first, then the pair of a",
+        st([("z", "F32", [4], bias)], pair("a", build([v.icq(name="a", kind=1, bits=3, dtype=BF16)]))))  # fmt: skip
+    add("valid", "pair-raw-coding", "annex 3", "a pair whose tensor has the raw coding",
+        st(pair("r", build([v.raw(name="r", dtype=F32, shape=(2, 3))]))))  # fmt: skip
+    add("valid", "pair-metadata-ignored", "annex 3, 5",
+        "metadata records in the pair's file and a __metadata__ map are informative",
+        st(pair("w", build([v.icq(name="w")], metadata=[(b"icq.encoder", b"x"), (b"user", b"y")])),
+           metadata={"format": "pt", "icq.annex": "9.9"}))  # fmt: skip
+    add("valid", "pairs-two-chunk-sizes", "annex 3",
+        "two pairs with chunk_log2 12 and 16, the first body over one chunk",
+        st(pair("a", build([v.icq(name="a", rows=40, cols=1024)], chunk_log2=12)),
+           pair("b", build([v.icq(name="b")], chunk_log2=16))))  # fmt: skip
+    add("valid", "plain-only", "annex 3", "no pair: plain tensors only", st([("x", "F16", [2], b"\0\x3c\0\xbc")]))
+    header, payload = pair("w.weight", one)
+    two = build([v.icq(name="w.weight"), v.raw(name="w.weight2")])
+
+    def bad(name, section, description, data, category="corrupt"):
+        add("invalid", name, section, description, data, category)
+
+    bad("missing-payload", "annex 4 rule 1", "a header half without its payload", st([header]))
+    bad("missing-header", "annex 4 rule 1", "a payload half without its header", st([payload]))
+    bad("header-not-u8", "annex 4 rule 2", "the header half stored as I8",
+        st([(header[0], "I8", header[2], header[3])], [payload]))  # fmt: skip
+    bad("payload-rank-2", "annex 4 rule 2", "the payload half of rank 2",
+        st([header], [(payload[0], "U8", [1, payload[2][0]], payload[3])]))  # fmt: skip
+    bad("plain-beside-pair", "annex 4 rule 3", "a plain tensor of the pair's name N",
+        st([("w.weight", "F32", [4], bias)], pair("w.weight", one)))  # fmt: skip
+    bad("renamed-pair", "annex 4 rule 5", "the pair's tensor record is named other than N",
+        st(pair("v.weight", one)))  # fmt: skip
+    bad("two-records", "annex 4 rule 4", "the pair's file holds two tensor records", st(pair("w.weight", two)))
+    bad("zero-records", "annex 4 rule 4", "the pair's file holds no tensor record", st(pair("w.weight", build([]))))
+    bad("payload-short", "annex 4, 4", "the payload half one byte short",
+        st([header], [(payload[0], "U8", [payload[2][0] - 1], payload[3][:-1])]), "truncated")  # fmt: skip
+    bad("payload-long", "annex 4, 4", "a byte after the payload half's data section",
+        st([header], [(payload[0], "U8", [payload[2][0] + 1], payload[3] + b"\0")]))  # fmt: skip
+    bad("header-short", "annex 4 rule 2", "a header half of 40 bytes", st([(header[0], "U8", [40], header[3][:40])],
+        [payload]), "truncated")  # fmt: skip
+    flipped = bytearray(header[3])
+    flipped[70] ^= 1
+    bad("header-bit-flip", "annex 3, 4.4", "a flipped bit in the pair's directory",
+        st([(header[0], "U8", header[2], bytes(flipped))], [payload]), "checksum")  # fmt: skip
+    flipped = bytearray(payload[3])
+    flipped[3] ^= 0x10
+    bad("payload-bit-flip", "annex 3, 4.4", "a flipped bit in the pair's body",
+        st([header], [(payload[0], "U8", payload[2], bytes(flipped))]), "checksum")  # fmt: skip
+    bad("header-bad-magic", "annex 3, 4.1", "the header half does not start with the ICQ magic",
+        st([(header[0], "U8", header[2], b"\x89ICX" + header[3][4:])], [payload]), "bad-magic")  # fmt: skip
+    bad("not-safetensors", "annex 6", "a file that is not safetensors", b"\x10\0\0\0\0\0\0\0{not json}     ")
+    bad("safetensors-offsets", "annex 6", "a plain tensor whose data offsets do not match its shape",
+        safetensors([("x", "F32", [3], bias)]))  # fmt: skip
+    fut = build([v.icq(name="w")], features=[(0x10, 1, b"needs support")], minor=1)
+    add("future", "pair-required-feature", "annex 5, 4.2.1", "the pair's file holds an unknown required feature",
+        st(pair("w", fut)), "unsupported-feature")  # fmt: skip
+    add("future", "pair-major-2", "annex 5, 4.1", "the pair's file is of format version 2.0",
+        st(pair("w", patch(build([v.icq(name="w")]), 8, b"\2\0"))), "unsupported-version")  # fmt: skip
+
+
 def generate() -> Vectors:
     v = Vectors()
     valid(v)
     invalid(v)
     future(v)
     clarifications(v)
+    annex(v)
     return v
 
 
-def expected_outputs(data: bytes) -> tuple[list[dict], dict[str, bytes]]:
+def expected_outputs(data: bytes, container: str = "icq") -> tuple[list[dict], dict[str, bytes]]:
     """The reference decoder's output: a JSON list per tensor and its raw little-endian bytes."""
     from icqcodec import dtypes, files
 
-    tensors = files.load(data, backend="reference")
+    if container == "safetensors":
+        import tempfile
+
+        from icqcodec import annex_safetensors
+
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "v.safetensors").write_bytes(data)
+            tensors = annex_safetensors.load_file(Path(folder) / "v.safetensors", backend="reference")
+    else:
+        tensors = files.load(data, backend="reference")
     described, raw = [], {}
     for index, (name, array) in enumerate(tensors.items()):
         content = array.tobytes()
@@ -517,11 +603,11 @@ def render() -> dict[str, bytes]:
     for entry in v.entries:
         if entry["kind"] != "valid":
             continue
-        described, raw = expected_outputs(v.files[f"vectors/valid/{entry['name']}.icq"])
-        out[f"vectors/valid/{entry['name']}.expected/tensors.json"] = (json.dumps(described, indent=1, ensure_ascii=False)
-                                                               + "\n").encode()  # fmt: skip
+        described, raw = expected_outputs(v.files[vector_path(entry)], entry.get("container", "icq"))
+        folder = expected_folder(entry)
+        out[f"{folder}/tensors.json"] = (json.dumps(described, indent=1, ensure_ascii=False) + "\n").encode()
         for file, content in raw.items():
-            out[f"vectors/valid/{entry['name']}.expected/{file}"] = content
+            out[f"{folder}/{file}"] = content
     manifest = {"spec_version": SPEC_VERSION, "seed": SEED, "vectors": v.entries}
     out["MANIFEST.json"] = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode()
     out["README.md"] = readme_with_table(v.entries).encode()

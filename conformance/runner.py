@@ -22,30 +22,57 @@ HERE = Path(__file__).resolve().parent
 Outcome = tuple[str, object]  # ("ok", [(name, dtype, shape, bytes)]) or ("error", category)
 
 
+def vector_path(entry: dict) -> str:
+    """A vector's file, relative to the suite: ``vectors/KIND/NAME.icq``, or for the safetensors
+    annex's vectors ``vectors/safetensors/KIND/NAME.safetensors``."""
+    if entry.get("container") == "safetensors":
+        return f"vectors/safetensors/{entry['kind']}/{entry['name']}.safetensors"
+    return f"vectors/{entry['kind']}/{entry['name']}.icq"
+
+
+def expected_folder(entry: dict) -> str:
+    return vector_path(entry).rsplit(".", 1)[0] + ".expected"
+
+
 def in_process(backend: str) -> Callable[[bytes, Path], Outcome]:
     import numpy as np
 
-    from icqcodec import FormatError, dtypes, files
+    from icqcodec import FormatError, annex_safetensors, dtypes, files
 
     def decode(data: bytes, path: Path) -> Outcome:
         try:
-            tensors = files.load(data, backend=backend)
+            if path.suffix == ".safetensors":
+                tensors = annex_safetensors.load_file(path, backend=backend)
+            else:
+                tensors = files.load(data, backend=backend)
         except FormatError as error:
             return "error", error.category
         result = []
         for name, array in tensors.items():
-            if backend == "cupy":  # bfloat16 comes back as uint16 bit patterns: CuPy has no bfloat16
-                import cupy
-
-                from icqcodec.container import bytes_reader, read_header
-
-                record = read_header(*bytes_reader(data)).by_name[name]
-                array = cupy.asnumpy(array).view(dtypes.numpy_dtype(record.dtype))
+            if backend == "cupy" and not isinstance(array, np.ndarray):  # bfloat16 comes back as uint16 bits
+                array = cupy_output(data, path, name, array)
             code = dtypes.code_of(array.dtype)
             result.append((name, dtypes.NAMES[code], list(array.shape), np.ascontiguousarray(array).tobytes()))
         return "ok", result
 
     return decode
+
+
+def cupy_output(data: bytes, path: Path, name: str, array):
+    """A CuPy decoder's output as numpy, of the record's dtype (CuPy has no bfloat16)."""
+    import cupy
+
+    from icqcodec import annex_safetensors, dtypes, safetensors_format
+    from icqcodec.container import bytes_reader, read_header
+
+    if path.suffix == ".safetensors":
+        stored = safetensors_format.read_file(path)
+        try:
+            data = stored.read(annex_safetensors.stored_names(name)[0])
+        finally:
+            stored.close()
+    record = read_header(*bytes_reader(data)).by_name[name]
+    return cupy.asnumpy(array).view(dtypes.numpy_dtype(record.dtype))
 
 
 def external(command: str, timeout: float = 60.0) -> Callable[[bytes, Path], Outcome]:
@@ -75,7 +102,7 @@ def check(entry: dict, outcome: Outcome) -> str | None:
         return None if value == entry["expected"] else f"rejected as {value}, expected {entry['expected']}"
     if kind == "error":
         return f"rejected as {value}, expected a decode"
-    folder = HERE / "vectors" / "valid" / f"{entry['name']}.expected"
+    folder = HERE / expected_folder(entry)
     expected = json.loads((folder / "tensors.json").read_text())
     if [(t[0], t[1], t[2]) for t in value] != [(e["name"], e["dtype"], e["shape"]) for e in expected]:
         return "tensor names, dtypes or shapes differ"
@@ -91,7 +118,7 @@ def run(decoder: Callable[[bytes, Path], Outcome], *, only: str | None = None) -
     for entry in manifest["vectors"]:
         if only and only not in entry["name"]:
             continue
-        path = HERE / "vectors" / entry["kind"] / f"{entry['name']}.icq"
+        path = HERE / vector_path(entry)
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             failures.append(f"{entry['kind']}/{entry['name']}: the vector file does not match its SHA-256")

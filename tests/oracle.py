@@ -111,3 +111,28 @@ def icq_values(body: bytes, params: bytes, shape: list[int], dtype: int) -> byte
                 levels[r, c] = np.float32(row_params[r, 0] + inlier_book[q] * row_params[r, 1])
     with np.errstate(over="ignore"):  # float16 output of a valid file may be infinite (spec section 7)
         return levels.astype(np.float32).astype(OUTPUT[dtype]).reshape(shape).tobytes()
+
+
+SAFETENSORS = {"BOOL": 0, "I8": 1, "I16": 2, "I32": 3, "I64": 4, "U8": 5, "U16": 6, "U32": 7, "U64": 8, "F16": 9,
+               "BF16": 10, "F32": 11, "F64": 12, "F8_E4M3": 13, "F8_E5M2": 14}  # fmt: skip
+
+
+def decode_safetensors(data: bytes) -> list[tuple[str, str, list[int], bytes]]:
+    """Every tensor of a valid safetensors file under the annex (spec/icq-safetensors.md): plain
+    ones as stored, each ``N_icq_header`` + ``N_icq_payload`` pair joined and decoded; by name bytes."""
+    import json
+
+    (length,) = struct.unpack_from("<Q", data)
+    header = json.loads(data[8 : 8 + length])
+    header.pop("__metadata__", None)
+    stored = {name: (e["dtype"], e["shape"], data[8 + length + e["data_offsets"][0] : 8 + length + e["data_offsets"][1]])
+              for name, e in header.items()}  # fmt: skip
+    out = {}
+    for name, (dtype, shape, raw) in stored.items():
+        if name.endswith("_icq_header"):
+            base = name[: -len("_icq_header")]
+            (decoded,) = decode(raw + stored[base + "_icq_payload"][2])
+            out[base] = decoded
+        elif not name.endswith("_icq_payload"):
+            out[name] = (name, NAMES[SAFETENSORS[dtype]], shape, raw)
+    return [out[name] for name in sorted(out, key=lambda n: n.encode("utf-8"))]

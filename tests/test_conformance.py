@@ -23,7 +23,8 @@ from conformance import generate, runner  # noqa: E402
 from conformance.invariants import decode_or_reject, mutate, rechecksum  # noqa: E402
 
 MANIFEST = json.loads((ROOT / "conformance" / "MANIFEST.json").read_text())
-VALID = [e for e in MANIFEST["vectors"] if e["kind"] == "valid"]
+VALID = [e for e in MANIFEST["vectors"] if e["kind"] == "valid" and "container" not in e]  # ICQ files
+ANNEX_VALID = [e for e in MANIFEST["vectors"] if e["kind"] == "valid" and e.get("container") == "safetensors"]
 
 
 def test_generator_rebuilds_the_committed_vectors():
@@ -47,7 +48,7 @@ def test_backends_pass_every_vector(backend):
     assert failures == [] and passed == len(MANIFEST["vectors"])
 
 
-@pytest.mark.parametrize("only", ["codebook-3bit", "non-ascii-names", "truncated", "major-2"])
+@pytest.mark.parametrize("only", ["codebook-3bit", "non-ascii-names", "truncated", "major-2", "pair"])
 def test_external_decoder_contract(only):
     """The reference decoder behind the command-line contract (one process per vector, so a few)."""
     command = f"{sys.executable} -m conformance decode {{input}} {{output}}"
@@ -70,7 +71,7 @@ def test_readme_lists_every_vector():
 
 
 def vector(entry) -> bytes:
-    return (ROOT / "conformance" / "vectors" / entry["kind"] / f"{entry['name']}.icq").read_bytes()
+    return (ROOT / "conformance" / runner.vector_path(entry)).read_bytes()
 
 
 def check_one(data: bytes) -> None:
@@ -116,13 +117,13 @@ def test_decoder_outcomes_as_recorded():
     assert parity.main(["check", str(ROOT / "conformance" / "outcomes.json")]) == 0
 
 
-@pytest.mark.parametrize("entry", VALID, ids=[e["name"] for e in VALID])
+@pytest.mark.parametrize("entry", VALID + ANNEX_VALID, ids=[e["name"] for e in VALID + ANNEX_VALID])
 def test_expected_outputs_agree_with_an_independent_oracle(entry):
     """The expected bytes come from the reference decoder; an oracle sharing no code with it (the
     float64 level formula, tests/oracle.py) must give the same bits."""
-    folder = ROOT / "conformance" / "vectors" / "valid" / f"{entry['name']}.expected"
+    folder = ROOT / "conformance" / runner.expected_folder(entry)
     expected = json.loads((folder / "tensors.json").read_text())
-    decoded = oracle.decode(vector(entry))
+    decoded = (oracle.decode_safetensors if entry in ANNEX_VALID else oracle.decode)(vector(entry))
     assert [(n, d, s) for n, d, s, _ in decoded] == [(e["name"], e["dtype"], e["shape"]) for e in expected]
     for (name, _, _, content), e in zip(decoded, expected, strict=True):
         assert content == (folder / e["file"]).read_bytes(), name
@@ -148,7 +149,13 @@ def test_bundle_holds_everything_and_runs_with_the_standard_library(tmp_path):
     sums = [line.split("  ", 1) for line in (top / "SHA256SUMS").read_text().splitlines()]
     assert len(sums) == sum(1 for p in top.rglob("*") if p.is_file()) - 1
     assert all(hashlib.sha256((top / name).read_bytes()).hexdigest() == digest for digest, name in sums)
-    for name in ("spec/icq-format.md", "spec/worked-example.md", "spec/worked-example-2.md", "README.md"):
+    for name in (
+        "spec/icq-format.md",
+        "spec/icq-safetensors.md",
+        "spec/worked-example.md",
+        "spec/worked-example-2.md",
+        "README.md",
+    ):
         assert (top / name).is_file(), name
 
     # the bundled runner, in isolated mode without site-packages, drives the reference decoder
