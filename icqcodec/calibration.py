@@ -6,10 +6,11 @@ the model's state dict) and is ``E[x x^T]`` of that layer's input, float32, ``(i
 diagonal ``E[x_j^2]``, ``(in,)``. Layers that read the same input (attention q/k/v, MLP gate/up)
 share one statistic, stored once under the first name; the metadata key ``icq.statistics`` holds
 JSON: ``{"format": 1, "tokens": {name: tokens seen}, "aliases": {name: name it shares},
-"sensitivity": {name: s}}``. The optional sensitivity of a weight is the mean over tokens and
-outputs of the squared gradient of the model's loss with respect to the layer's output: with H it
-makes the Gauss-Newton estimate ``s/2 * sum over rows of d^T H d`` of the loss a coding adds, by
-which a budget of bits per weight is shared out (:mod:`icqcodec.budget`).
+"sensitivity": {name: s}}``. The optional sensitivity of a weight is how much loss a unit of its
+output error adds (:func:`icqcodec.llm.sensitivities`: for a causal LM the mean squared gradient
+of the loss with respect to the layer's output): with H it makes the Gauss-Newton estimate ``s/2 *
+sum over rows of d^T H d`` of the loss a coding adds, by which a budget of bits per weight is
+shared out (:mod:`icqcodec.budget`).
 
 Reading needs numpy and safetensors only; collecting them needs torch (:mod:`icqcodec.statistics`).
 """

@@ -177,25 +177,44 @@ Outputs = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
 def sensitivities(model, windows: torch.Tensor, *, outputs: Outputs | None = None) -> dict[str, float]:
-    """Per decoder linear, the mean over tokens and outputs of the squared gradient of the
-    next-token loss with respect to the layer's output, the labels drawn from the model's own
-    predictions: the output side of the Gauss-Newton (Fisher) estimate of the loss a coding adds
-    (:mod:`icqcodec.calibration`). The text's own next tokens give the empirical Fisher instead,
-    which misjudged the layers (bench/RESULTS.md). For a model that predicts no tokens (a sentence
-    encoder), ``outputs(model, input_embeddings)`` gives what it computes (its embeddings), and the loss is
-    their squared distance to the unquantized ones: its Gauss-Newton matrix comes from the gradient
-    of ``u . outputs`` for Gaussian ``u``. One backward pass per batch of windows; the weights get
-    no gradients; the draws are seeded."""
+    """Per decoder linear, the factor ``s`` that turns the output error ``sum over tokens of |d x|^2``
+    of a coding into the Gauss-Newton estimate of the loss it adds (:mod:`icqcodec.calibration`).
+
+    For a causal LM the loss has one term per token, the next-token loss with labels drawn from the
+    model's own predictions (the text's own next tokens, the empirical Fisher, misjudged the
+    layers), and ``s`` is the mean over tokens and outputs of the squared gradient of the loss with
+    respect to the layer's output. For a model that predicts no tokens, ``outputs(model,
+    input_embeddings)`` gives what it computes per window (its pooled embeddings) and the loss is
+    their squared distance to the unquantized ones: one term per window, into which every token's
+    error adds before squaring (a row's error repeats at every token). Then ``s`` is the trace of
+    the weight's Gauss-Newton matrix, ``sum over windows of |g^T x|^2`` (``g`` the gradients at the
+    layer's outputs, for ``u . outputs`` with Gaussian ``u``; ``x`` its inputs), over ``out_features``
+    times ``sum over tokens of |x|^2``: exact for independent errors of equal variance in every
+    weight. The per-token mean misjudged such an encoder's last layers by up to 70 times, the
+    per-window trace a causal LM's (bench/RESULTS.md). One backward pass per batch of windows; the
+    weights get no gradients; the draws are seeded."""
     linears = decoder_linears(model)
     sums = dict.fromkeys(linears, 0.0)
-    scale = [0.0]  # the per-token gradient is the mean loss's times the batch's token count
+    energy = dict.fromkeys(linears, 0.0)
+    scale = [0.0]  # the gradient of the summed loss is the mean's times the batch's token count
 
     def catch(name):
         def hook(module, args, output):
-            if output.requires_grad:
+            if not output.requires_grad:
+                return
+            if outputs is None:
                 output.register_hook(
                     lambda g: sums.__setitem__(name, sums[name] + scale[0] * float(g.double().square().sum()))
                 )
+                return
+            inputs = args[0].detach().float()
+            energy[name] += float(inputs.double().square().sum())
+
+            def per_window(gradient):
+                for window, grad in zip(inputs, gradient.float(), strict=True):  # a window at a time bounds memory
+                    sums[name] += float((grad.T @ window).double().square().sum())
+
+            output.register_hook(per_window)
 
         return hook
 
@@ -215,9 +234,7 @@ def sensitivities(model, windows: torch.Tensor, *, outputs: Outputs | None = Non
             if outputs is not None:
                 computed = outputs(model, inputs)
                 direction = torch.randn(computed.shape, generator=generator, device=device, dtype=computed.dtype)
-                scale[0] = 1.0
                 (direction * computed).sum().backward()
-                tokens += ids.numel()
                 continue
             logits = model(inputs_embeds=inputs, use_cache=False).logits[:, :-1].float()
             flat = logits.reshape(-1, logits.shape[-1])
@@ -231,7 +248,10 @@ def sensitivities(model, windows: torch.Tensor, *, outputs: Outputs | None = Non
             handle.remove()
         for parameter in trainable:
             parameter.requires_grad_(True)
-    return {name: sums[name] / tokens / m.out_features for name, m in linears.items()}
+    if outputs is None:
+        return {name: sums[name] / tokens / m.out_features for name, m in linears.items()}
+    return {name: sums[name] / (m.out_features * energy[name]) if energy[name] else 0.0
+            for name, m in linears.items()}  # fmt: skip
 
 
 def measure(model, windows: torch.Tensor, options, *, diagonal_above: int = DIAGONAL_ABOVE,

@@ -77,9 +77,40 @@ def test_sensitivities_are_mean_squared_output_gradients_for_the_models_own_labe
     expected = float(grads[0].square().sum()) / labels.numel() / 64
     assert found["model.layers.1.mlp.down_proj.weight"] == pytest.approx(expected, rel=1e-6)
     assert all(np.isfinite(v) and v > 0 for v in found.values()) and len(found) == 14
-    pooled = llm.sensitivities(model, windows, outputs=lambda m, e: m.model(inputs_embeds=e).last_hidden_state.mean(1))
-    assert pooled.keys() == found.keys() and all(np.isfinite(v) and v > 0 for v in pooled.values())
-    assert pooled != found
+
+
+def test_sensitivities_of_pooled_outputs_are_per_window_gauss_newton_traces(tiny):
+    from icqcodec import llm
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny / "model").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny / "model")
+    windows = llm.token_windows(tokenizer, (tiny / "calibration.txt").read_text(), 256, 64)  # one batch
+
+    def pooled(m, e):
+        return m.model(inputs_embeds=e).last_hidden_state.mean(1)
+
+    found = llm.sensitivities(model, windows, outputs=pooled)
+    assert found == llm.sensitivities(model, windows, outputs=pooled)  # the probe is seeded
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+    caught = []
+
+    def catch(module, args, out):
+        caught.append(args[0].detach().double())
+        out.register_hook(lambda g: caught.append(g.double()))
+
+    handle = model.model.layers[1].mlp.down_proj.register_forward_hook(catch)
+    embeds = model.get_input_embeddings()(windows).detach().requires_grad_(True)
+    computed = pooled(model, embeds)
+    generator = torch.Generator().manual_seed(llm.SAMPLING_SEED)
+    (torch.randn(computed.shape, generator=generator) * computed).sum().backward()
+    handle.remove()
+    inputs, grads = caught
+    per_window = torch.einsum("bto,bti->boi", grads, inputs)  # each window's weight gradient
+    expected = float(per_window.square().sum()) / (64 * float(inputs.square().sum()))
+    assert found["model.layers.1.mlp.down_proj.weight"] == pytest.approx(expected, rel=1e-5)
+    tokenwise = float((grads.square().sum(-1) * inputs.square().sum(-1)).sum()) / (64 * float(inputs.square().sum()))
+    assert expected > 2 * tokenwise  # a mean over tokens: every token's error adds before squaring
+    assert all(np.isfinite(v) and v > 0 for v in found.values()) and len(found) == 14
 
 
 def test_collect_statistics_is_the_mean_of_x_xt(tiny):
