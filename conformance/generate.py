@@ -517,6 +517,8 @@ def annex(v: Vectors) -> None:
         "two pairs with chunk_log2 12 and 16, the first body over one chunk",
         st(pair("a", build([v.icq(name="a", rows=40, cols=1024)], chunk_log2=12)),
            pair("b", build([v.icq(name="b")], chunk_log2=16))))  # fmt: skip
+    add("valid", "pair-with-guard", "annex 3, 4 rule 3", "a U8 tensor of shape [0] named N beside the pair: ignored",
+        st([("w.weight", "U8", [0], b"")], pair("w.weight", one)))  # fmt: skip
     add("valid", "plain-only", "annex 3", "no pair: plain tensors only", st([("x", "F16", [2], b"\0\x3c\0\xbc")]))
     header, payload = pair("w.weight", one)
     two = build([v.icq(name="w.weight"), v.raw(name="w.weight2")])
@@ -530,8 +532,10 @@ def annex(v: Vectors) -> None:
         st([(header[0], "I8", header[2], header[3])], [payload]))  # fmt: skip
     bad("payload-rank-2", "annex 4 rule 2", "the payload half of rank 2",
         st([header], [(payload[0], "U8", [1, payload[2][0]], payload[3])]))  # fmt: skip
-    bad("plain-beside-pair", "annex 4 rule 3", "a plain tensor of the pair's name N",
+    bad("plain-beside-pair", "annex 4 rule 3", "a plain F32 tensor of the pair's name N (not a guard)",
         st([("w.weight", "F32", [4], bias)], pair("w.weight", one)))  # fmt: skip
+    bad("guard-of-one-byte", "annex 4 rule 3", "a U8 tensor of shape [1] named N beside the pair",
+        st([("w.weight", "U8", [1], b"\0")], pair("w.weight", one)))  # fmt: skip
     bad("renamed-pair", "annex 4 rule 5", "the pair's tensor record is named other than N",
         st(pair("v.weight", one)))  # fmt: skip
     bad("two-records", "annex 4 rule 4", "the pair's file holds two tensor records", st(pair("w.weight", two)))

@@ -22,10 +22,12 @@ html_theme = "furo"
 html_title = f"icqcodec {__version__}"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-try:  # icqcodec.torch needs PyTorch; the docs build without it
-    import torch  # noqa: F401
-except ImportError:
-    autodoc_mock_imports = ["torch"]
+autodoc_mock_imports = []  # icqcodec.torch needs PyTorch, icqcodec.hf transformers: the docs build without them
+for optional in ("torch", "transformers"):
+    try:
+        __import__(optional)
+    except ImportError:
+        autodoc_mock_imports.append(optional)
 napoleon_google_docstring = True
 napoleon_numpy_docstring = True
 exclude_patterns = ["_build"]

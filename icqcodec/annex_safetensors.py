@@ -12,13 +12,14 @@ import numpy as np
 
 from . import safetensors_format
 from .constants import FIXED_HEADER_SIZE
-from .container import Header, TensorRecord, bytes_reader, read_header
+from .container import Header, ReadAt, TensorRecord, bytes_reader, read_header
 from .container_writer import write_container
 from .decode import check_output_size, decode_tensor
 from .errors import CorruptStreamError, TruncatedError
+from .payload import Payload
 
-__all__ = ["ANNEX_VERSION", "HEADER_SUFFIX", "PAYLOAD_SUFFIX", "stored_names", "split", "find_pairs",
-           "check_pair_header", "decode_pair", "load_file"]  # fmt: skip
+__all__ = ["ANNEX_VERSION", "HEADER_SUFFIX", "PAYLOAD_SUFFIX", "stored_names", "split", "is_guard", "find_pairs",
+           "check_pair_header", "open_pair", "verify_pair", "decode_pair", "load_file"]  # fmt: skip
 
 ANNEX_VERSION = "1.0"
 HEADER_SUFFIX = "_icq_header"
@@ -39,9 +40,15 @@ def split(record: TensorRecord, payload: bytes | memoryview, chunk_log2: int) ->
     return b"".join(pieces[:3]), payload  # the payload starts at offset 0 of the data section
 
 
+def is_guard(dtype: int, shape: tuple[int, ...]) -> bool:
+    """Whether a plain tensor beside a pair of its name is the pair's guard (``U8``, shape ``[0]``)."""
+    return dtype == U8 and tuple(shape) == (0,)
+
+
 def find_pairs(entries: Mapping[str, tuple[int, tuple[int, ...]]]) -> dict[str, tuple[str, str]]:
     """The pairs of a checkpoint's stored tensors (name -> (ICQ dtype code, shape)), checked by the
-    annex's rules 1 to 3: ICQ tensor name -> (header name, payload name), in the names' byte order."""
+    annex's rules 1 to 3: ICQ tensor name -> (header name, payload name), in the names' byte order.
+    A pair's guard (a plain tensor of its name, :func:`is_guard`) is not a tensor of the checkpoint."""
     halves: dict[str, dict[str, str]] = {}
     for stored in entries:
         for suffix in (HEADER_SUFFIX, PAYLOAD_SUFFIX):
@@ -61,7 +68,7 @@ def find_pairs(entries: Mapping[str, tuple[int, tuple[int, ...]]]) -> dict[str, 
         if entries[header][1][0] < FIXED_HEADER_SIZE:
             raise TruncatedError(f"{header!r} is {entries[header][1][0]} bytes, shorter than a fixed header",
                                  section=SECTION)  # fmt: skip
-        if name in entries:
+        if name in entries and not is_guard(*entries[name]):
             raise CorruptStreamError(f"tensor {name!r} is stored both plain and as an ICQ pair", section=SECTION)
         pairs[name] = (header, payload)
     return pairs
@@ -77,12 +84,28 @@ def check_pair_header(name: str, header: Header) -> None:
                                  section=SECTION)  # fmt: skip
 
 
-def decode_pair(name: str, header: bytes | memoryview, payload: bytes | memoryview, *, backend: str = "numba",
-                max_output_size: int | None = None) -> np.ndarray:  # fmt: skip
-    """Decode the pair of ICQ tensor ``name`` (FormatError for any broken rule)."""
+def open_pair(name: str, header: bytes | memoryview, payload: bytes | memoryview) -> tuple[Header, ReadAt]:
+    """The joined file of the pair of ``name``, its fixed header and directory read and checked
+    (format steps 1 to 8, then the annex's rules 4 and 5): its header and a ``read_at`` over it."""
     read_at, size = bytes_reader(bytes(header) + bytes(payload))
     parsed = read_header(read_at, size)
     check_pair_header(name, parsed)
+    return parsed, read_at
+
+
+def verify_pair(name: str, header: bytes | memoryview, payload: bytes | memoryview) -> TensorRecord:
+    """Check every checksum and padding byte of a pair without decoding it; returns its record."""
+    parsed, read_at = open_pair(name, header, payload)
+    body = Payload(parsed, parsed.tensors[0], read_at)
+    body.verify_all()
+    body.check_section_padding()
+    return parsed.tensors[0]
+
+
+def decode_pair(name: str, header: bytes | memoryview, payload: bytes | memoryview, *, backend: str = "numba",
+                max_output_size: int | None = None) -> np.ndarray:  # fmt: skip
+    """Decode the pair of ICQ tensor ``name`` (FormatError for any broken rule)."""
+    parsed, read_at = open_pair(name, header, payload)
     check_output_size(parsed.tensors, max_output_size)
     return decode_tensor(parsed, parsed.tensors[0], read_at, backend=backend)
 
@@ -97,7 +120,7 @@ def load_file(path: str | os.PathLike, *, backend: str = "numba") -> dict[str, n
     try:
         pairs = find_pairs({n: (e.dtype, e.shape) for n, e in stored.entries.items()})
         halves = {half for pair in pairs.values() for half in pair}
-        names = [n for n in stored.entries if n not in halves] + list(pairs)
+        names = [n for n in stored.entries if n not in halves and n not in pairs] + list(pairs)
         result = {}
         for name in sorted(names, key=lambda n: n.encode("utf-8")):
             if name in pairs:

@@ -120,12 +120,22 @@ def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclu
     TARGET (.icq, or a directory of .icq shards).
 
     By default floating-point tensors of rank >= 2 with at least 64 columns and 4096 finite
-    elements are quantized; everything else is stored losslessly, bit for bit.
+    elements are quantized; everything else is stored losslessly, bit for bit. A model directory of
+    ICQ tensors (icqcodec export-hf) is converted as it is into one .icq file: its payloads byte
+    for byte, the coding options unused.
     """
     from .checkpoints import encode_checkpoint, plan_checkpoint, tensor_names
+    from .hf_directories import import_hf, is_icq_directory
     from .imatrix import load_calibration
 
     _refuse_existing(target, report, force=force)
+    if is_icq_directory(source):
+        if bpw is not None or calibration is not None:
+            raise click.UsageError(f"{source} is already ICQ-coded: it is converted as it is, without --bpw "
+                                   "or --calibration")  # fmt: skip
+        import_hf(source, target, force=force, progress=_progress("convert"))
+        click.echo(f"wrote {target} ({target.stat().st_size:,} bytes)")
+        return
     statistics = load_calibration(calibration, tensor_names(source)) if calibration else None
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
     allocation = None
@@ -277,6 +287,28 @@ def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtyp
     click.echo(f"wrote {target} ({target.stat().st_size:,} bytes, {len(encoded)} quantized linears)")
     if allocation is not None:
         _report_budget(allocation, report, force)
+
+
+@main.command("export-hf", cls=_Command)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--config-from", type=click.Path(path_type=Path, file_okay=False), metavar="MODEL_DIR",
+              help="The model directory whose config.json, tokenizer and generation files to use "
+                   "(default: SOURCE's directory).")  # fmt: skip
+@click.option("--max-shard-size", type=click.IntRange(1), default=5000, show_default=True, metavar="MB",
+              help="Largest shard, in millions of bytes (a larger tensor gets a shard of its own).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace files in TARGET.")
+def export_hf(source, target, config_from, max_shard_size, force) -> None:
+    """Write a Hugging Face model directory from SOURCE (.icq, or a sharded .icq checkpoint): ICQ
+    tensors as annex pairs (spec/icq-safetensors.md) in safetensors shards, lossless tensors as they
+    are, config.json with its quantization_config. Load it with transformers after
+    `import icqcodec.hf`."""
+    from .hf_directories import export_hf as export
+
+    written = export(source, target, config_from=config_from, max_shard_bytes=max_shard_size * 10**6, force=force,
+                     progress=_progress("export"))  # fmt: skip
+    for path in written:
+        click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 
 @main.command(cls=_Command)

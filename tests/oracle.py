@@ -133,6 +133,6 @@ def decode_safetensors(data: bytes) -> list[tuple[str, str, list[int], bytes]]:
             base = name[: -len("_icq_header")]
             (decoded,) = decode(raw + stored[base + "_icq_payload"][2])
             out[base] = decoded
-        elif not name.endswith("_icq_payload"):
+        elif not name.endswith("_icq_payload") and name + "_icq_header" not in stored:  # not a guard
             out[name] = (name, NAMES[SAFETENSORS[dtype]], shape, raw)
     return [out[name] for name in sorted(out, key=lambda n: n.encode("utf-8"))]

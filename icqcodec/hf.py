@@ -1,0 +1,180 @@
+"""Hugging Face transformers loads icq model directories (extra ``icqcodec[hf]``, transformers 5).
+
+``import icqcodec.hf`` registers the ``icq`` quantization config and quantizer with transformers.
+Then ``AutoModelForCausalLM.from_pretrained(DIR, device_map=...)`` of a directory that ``icqcodec
+export-hf`` wrote builds every linear layer that ``quantization_config.quantized`` names as an
+:class:`IcqModelLinear`, whose buffers are its annex pair (``weight_icq_header``,
+``weight_icq_payload``, spec/icq-safetensors.md) exactly as stored: every pair is checked whole
+(checksums, every rule of the format) when loading ends, and ``save_pretrained`` writes the pairs
+back byte for byte. ``model.dequantize()`` gives a plain float model with the decoders' exact bits.
+
+On CUDA, with CuPy, float16 and bfloat16 activations run through the fused kernels of
+:mod:`icqcodec.torch` from the payload (nothing more than the payload and 8 bytes per row segment
+stays on the GPU). Elsewhere (the CPU, other dtypes) the first call decodes the weight and the
+layer keeps it in the activations' dtype: memory as the float model's layer, plus the payload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import numpy as np
+import torch
+from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from . import annex_safetensors as annex
+from . import dtypes
+from .errors import InputError
+from .hf_directories import FORMAT_VERSION, QUANT_METHOD, check_quantization_config
+from .linear import Layout, layout_of
+from .torch import FUSED_DTYPES, linear
+
+__all__ = ["IcqConfig", "IcqHfQuantizer", "IcqModelLinear"]
+
+WEIGHT = "weight"
+HEADER_BUFFER, PAYLOAD_BUFFER = (WEIGHT + suffix for suffix in (annex.HEADER_SUFFIX, annex.PAYLOAD_SUFFIX))
+
+
+@register_quantization_config(QUANT_METHOD)
+class IcqConfig(QuantizationConfigMixin):
+    """The ``quantization_config`` of an icq model directory; refuses a newer major version of the
+    format or of the annex at once, before any tensor is read."""
+
+    def __init__(self, format_version: str = FORMAT_VERSION, annex_version: str = annex.ANNEX_VERSION,
+                 quantized: list[str] | None = None, chunk_log2: int | None = None,
+                 metadata: dict[str, str] | None = None, **kwargs) -> None:  # fmt: skip
+        self.quant_method = QUANT_METHOD
+        self.format_version, self.annex_version = format_version, annex_version
+        self.quantized = list(quantized or [])
+        self.chunk_log2, self.metadata = chunk_log2, dict(metadata or {})
+        check_quantization_config(self.to_dict(), "quantization_config")
+        bad = [n for n in self.quantized if not isinstance(n, str) or not n.endswith("." + WEIGHT)]
+        if bad:
+            raise InputError(f"quantization_config.quantized names {bad[0]!r}, not the weight of a linear layer")
+
+
+class IcqModelLinear(torch.nn.Module):
+    """A linear layer of an icq model directory: the annex pair of its weight as uint8 buffers,
+    checked and laid out for the kernels by :meth:`prepare` once they are loaded."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, tensor_name: str) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.tensor_name = in_features, out_features, tensor_name
+        self.register_buffer(WEIGHT, torch.empty(0, dtype=torch.uint8))  # the pair's guard (annex rule 3)
+        self.register_buffer(HEADER_BUFFER, torch.empty(0, dtype=torch.uint8))
+        self.register_buffer(PAYLOAD_BUFFER, torch.empty(0, dtype=torch.uint8))
+        self.register_buffer("starts", torch.zeros(1, dtype=torch.int64), persistent=False)
+        self.bias = torch.nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
+        self.layout: Layout | None = None  # its payload left empty: the buffer holds it
+        self.tensor_args: list[int] = []
+        self.decoded: torch.Tensor | None = None
+
+    def prepare(self) -> None:
+        """Check the pair whole (FormatError or InputError naming the tensor) and lay it out."""
+        header, payload = getattr(self, HEADER_BUFFER), getattr(self, PAYLOAD_BUFFER)
+        if header.numel() == 0 or payload.numel() == 0 or header.is_meta or payload.is_meta:
+            raise InputError(f"tensor {self.tensor_name!r}: its payload is missing from the checkpoint")
+        parsed, read_at = annex.open_pair(self.tensor_name, header.cpu().numpy().tobytes(),
+                                          payload.cpu().numpy().tobytes())  # fmt: skip
+        layout = layout_of(parsed, parsed.tensors[0], read_at)
+        if (layout.record.rows, layout.record.cols) != (self.out_features, self.in_features):
+            raise InputError(f"tensor {self.tensor_name!r} has shape {layout.record.shape}; the model's config "
+                             f"gives ({self.out_features}, {self.in_features})")  # fmt: skip
+        self.layout = dataclasses.replace(layout, payload=np.empty(0, np.uint8))
+        self.tensor_args = list(layout.arguments)
+        self.starts = torch.from_numpy(layout.starts.copy()).to(payload.device)
+        self.decoded = None
+
+    @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
+    def dequantize(self) -> torch.Tensor:
+        """The weight as the decoders give it (the file's output dtype, exact bits), on this device."""
+        payload = getattr(self, PAYLOAD_BUFFER)
+        array = dataclasses.replace(self.layout, payload=payload.cpu().numpy()).decode()
+        if self.layout.record.dtype == dtypes.BFLOAT16:
+            tensor = torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.to(payload.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout is None:
+            raise RuntimeError(f"{self.tensor_name}: not prepared (load the model with from_pretrained)")
+        flat = x.reshape(-1, self.in_features)
+        if x.is_cuda and x.dtype in FUSED_DTYPES and _cupy_available():
+            y = linear(flat, getattr(self, PAYLOAD_BUFFER), self.starts, self.tensor_args, self.bias)
+        else:
+            if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
+                self.decoded = self.dequantize().to(device=x.device, dtype=x.dtype)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            y = torch.nn.functional.linear(flat, self.decoded, bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    """``model.config.dtype`` may be a name ("bfloat16") or a torch dtype; float32 when unset."""
+    if dtype is None:
+        return torch.float32
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def _cupy_available() -> bool:
+    return importlib.util.find_spec("cupy") is not None
+
+
+@register_quantizer(QUANT_METHOD)
+class IcqHfQuantizer(HfQuantizer):
+    """Builds the named linear layers as :class:`IcqModelLinear` before the weights load, and checks
+    and lays out every pair after."""
+
+    requires_calibration = True  # loads directories that are already coded, never quantizes
+
+    def param_needs_quantization(self, model, param_name: str, **kwargs) -> bool:
+        return param_name.endswith((annex.HEADER_SUFFIX, annex.PAYLOAD_SUFFIX))
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        for name in self.quantization_config.quantized:
+            path = name[: -len("." + WEIGHT)]
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                raise InputError(f"tensor {name!r} is ICQ-coded but the model has no module {path!r}") from None
+            if not isinstance(module, torch.nn.Linear):
+                raise InputError(f"tensor {name!r} is ICQ-coded but {path!r} is a {type(module).__name__}, not a "
+                                 "linear layer: only linear layers load from ICQ tensors")  # fmt: skip
+            parent, _, child = path.rpartition(".")
+            with torch.device("meta"):
+                replacement = IcqModelLinear(module.in_features, module.out_features, module.bias is not None, name)
+            setattr(model.get_submodule(parent) if parent else model, child, replacement)
+        return model
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        for module in model.modules():
+            if isinstance(module, IcqModelLinear):
+                module.prepare()
+        return model
+
+    def _dequantize(self, model, dtype=None):
+        for name, module in list(model.named_modules()):
+            if isinstance(module, IcqModelLinear):
+                weight = module.dequantize().to(_torch_dtype(dtype))
+                plain = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                                        device=weight.device, dtype=weight.dtype)  # fmt: skip
+                with torch.no_grad():
+                    plain.weight.copy_(weight)
+                    if module.bias is not None:
+                        plain.bias.copy_(module.bias)
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, child, plain)
+        return model
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False

@@ -1,0 +1,287 @@
+"""Hugging Face model directories of ICQ tensors (the annex ``spec/icq-safetensors.md``): written
+from .icq files (``icqcodec export-hf``) and read back into one .icq file (``icqcodec encode DIR
+OUT.icq``), every ICQ payload byte for byte both ways and every other tensor losslessly.
+
+A directory is ``config.json`` with a ``quantization_config`` (``quant_method`` ``"icq"``), the
+tensors in ``model.safetensors`` or in shards listed by ``model.safetensors.index.json``, and the
+tokenizer and generation files of the model it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import annex_safetensors as annex
+from . import dtypes, safetensors_format
+from .atomic import atomic_directory, atomic_output
+from .constants import CODING_ICQ, DEFAULT_CHUNK_LOG2, FORMAT_MAJOR
+from .container import TensorRecord, bytes_reader, crc32c, read_header, tensor_layout
+from .container_writer import StreamWriter, build_payload
+from .encode import EncodeOptions, encode_tensor
+from .errors import InputError
+from .files import safe_open
+from .payload import Payload, chunk_table
+
+__all__ = ["QUANT_METHOD", "MAX_SHARD_BYTES", "export_hf", "import_hf", "read_config", "is_icq_directory"]
+
+QUANT_METHOD = "icq"
+FORMAT_VERSION = f"{FORMAT_MAJOR}.0"
+CONFIG = "config.json"
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+ICQ_INDEX = "model.icq.index.json"
+MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"
+COPIED = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+          "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja",
+          "chat_template.json", "preprocessor_config.json")  # fmt: skip
+Progress = Callable[[str], None]
+
+
+# ---- config.json ----------------------------------------------------------------------------------
+
+
+def read_config(directory: Path) -> dict:
+    """The directory's ``config.json`` as a dict (InputError if missing or not a JSON object)."""
+    path = directory / CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable config.json ({error})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a JSON object")
+    return config
+
+
+def is_icq_directory(path: Path) -> bool:
+    """Whether ``path`` is a model directory whose ``config.json`` names ``quant_method`` ``"icq"``."""
+    if not (path.is_dir() and (path / CONFIG).is_file()):
+        return False
+    quantization = read_config(path).get("quantization_config")
+    return isinstance(quantization, dict) and quantization.get("quant_method") == QUANT_METHOD
+
+
+def check_quantization_config(quantization: object, where: str) -> dict:
+    """The ``quantization_config`` of an icq directory, its versions known (annex section 5)."""
+    if not isinstance(quantization, dict) or quantization.get("quant_method") != QUANT_METHOD:
+        raise InputError(f"{where}: quantization_config.quant_method is not {QUANT_METHOD!r}")
+    for key, known in (("format_version", FORMAT_VERSION), ("annex_version", annex.ANNEX_VERSION)):
+        value = quantization.get(key)
+        if not isinstance(value, str) or value.split(".")[0] != known.split(".")[0]:
+            raise InputError(f"{where}: quantization_config.{key} is {value!r}; this icqcodec reads {known} "
+                             "(a newer major version: upgrade icqcodec)")  # fmt: skip
+    metadata = quantization.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InputError(f"{where}: quantization_config.metadata is not an object of strings")
+    return quantization
+
+
+# ---- export: .icq -> directory -----------------------------------------------------------------
+
+
+@dataclass
+class _Stored:
+    """One stored tensor of the export: name, dtype code, shape, and its bytes on demand."""
+
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    size: int
+    data: Callable[[], bytes | memoryview]
+
+
+def _icq_files(source: Path) -> list[Path]:
+    if source.is_dir() or source.name.endswith(".index.json"):
+        index = source / ICQ_INDEX if source.is_dir() else source
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{index}: not a sharded .icq checkpoint index ({error})") from None
+        return [index.parent / shard for shard in sorted(set(weight_map.values()))]
+    return [source]
+
+
+def _stored_tensors(icq: safe_open) -> list[tuple[str, list[_Stored]]]:
+    """The stored tensors of one .icq file, by tensor: an ICQ tensor's guard and pair, a raw
+    tensor as a plain one."""
+    out = []
+    header = icq.header
+    for record in header.tensors:
+        if record.coding == CODING_ICQ:
+            body = Payload(header, record, icq.read_at)
+            body.verify_all()  # nothing unverified leaves the file
+            start = header.data_offset + record.offset
+            half, payload = annex.split(record, icq.read_at(start, record.size), header.chunk_log2)
+            names = annex.stored_names(record.name)
+            out.append((record.name, [
+                _Stored(record.name, annex.U8, (0,), 0, lambda: b""),  # the guard: plain loaders refuse it
+                _Stored(names[0], annex.U8, (len(half),), len(half), lambda half=half: half),
+                _Stored(names[1], annex.U8, (record.size,), record.size, lambda p=payload: p)]))  # fmt: skip
+        else:
+            size = record.elements * dtypes.item_size(record.dtype)
+            array = lambda name=record.name: icq.get_tensor(name).reshape(-1).view("uint8").data  # noqa: E731
+            out.append((record.name, [_Stored(record.name, record.dtype, record.shape, size, array)]))
+    return out
+
+
+def _shards(units: list[list[_Stored]], max_bytes: int) -> list[list[_Stored]]:
+    """Consecutive groups of at most ``max_bytes``, each tensor's stored tensors in one (a larger
+    tensor alone)."""
+    shards: list[list[_Stored]] = [[]]
+    used = 0
+    for unit in units:
+        size = sum(t.size for t in unit)
+        if shards[-1] and used + size > max_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].extend(unit)
+        used += size
+    return shards
+
+
+def export_hf(source: Path, target: Path, *, config_from: Path | None = None, max_shard_bytes: int = MAX_SHARD_BYTES,
+              force: bool = False, progress: Progress | None = None) -> list[Path]:  # fmt: skip
+    """Write the model directory ``target`` from a .icq file (or a sharded .icq checkpoint): its ICQ
+    tensors as annex pairs, its raw tensors as plain ones, ``config.json`` from ``config_from`` (by
+    default the source's directory) with the ``quantization_config``, and the model's tokenizer and
+    generation files. Returns the files written."""
+    files = _icq_files(source)
+    config_dir = config_from if config_from is not None else (source if source.is_dir() else source.parent)
+    if not (config_dir / CONFIG).is_file():
+        raise InputError(f"{config_dir}: no config.json to describe the model; give --config-from MODEL_DIR")
+    config = read_config(config_dir)
+    opened = [safe_open(path) for path in files]
+    try:
+        units = sorted((unit for icq in opened for unit in _stored_tensors(icq)), key=lambda u: u[0].encode("utf-8"))
+        names = [name for name, _ in units]
+        duplicate = next((a for a, b in zip(names, names[1:], strict=False) if a == b), None)
+        if duplicate is not None:
+            raise InputError(f"{source}: tensor {duplicate!r} is in more than one shard")
+        stored = [tensor for _, unit in units for tensor in unit]
+        chunk_logs = {icq.header.chunk_log2 for icq in opened}
+        quantized = [name for name, unit in units if len(unit) > 1]
+        config["quantization_config"] = {
+            "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION, "annex_version": annex.ANNEX_VERSION,
+            "chunk_log2": chunk_logs.pop() if len(chunk_logs) == 1 else None,
+            "metadata": opened[0].metadata(), "quantized": quantized,
+        }  # fmt: skip
+        groups = _shards([unit for _, unit in units], max_shard_bytes)
+        shard_names = [SINGLE] if len(groups) == 1 else [
+            f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]  # fmt: skip
+        written = []
+        with atomic_directory(target, force) as staging:
+            for shard, group in zip(shard_names, groups, strict=True):
+                by_name = {t.name: t for t in group}
+
+                def data(name: str, by_name=by_name):
+                    if progress and not name.endswith(annex.PAYLOAD_SUFFIX):
+                        progress(name)
+                    return by_name[name].data()
+
+                with atomic_output(staging / shard, False) as out:
+                    safetensors_format.write_file(out, [(t.name, t.dtype, t.shape) for t in group], data,
+                                                  {"format": "pt"})  # fmt: skip
+                written.append(shard)
+            if len(groups) > 1:
+                index = {"metadata": {"total_size": sum(t.size for t in stored)},
+                         "weight_map": {t.name: shard for shard, g in zip(shard_names, groups, strict=True) for t in g}}  # fmt: skip
+                (staging / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+                written.append(INDEX)
+            (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            written.append(CONFIG)
+            for name in COPIED:
+                if (config_dir / name).is_file():
+                    shutil.copyfile(config_dir / name, staging / name)
+                    written.append(name)
+        return [target / name for name in written]
+    finally:
+        for icq in opened:
+            icq.close()
+
+
+# ---- import: directory -> .icq ---------------------------------------------------------------------
+
+
+def _open_shards(directory: Path) -> dict[str, tuple[safetensors_format.StoredFile, safetensors_format.Entry]]:
+    if (directory / INDEX).is_file():
+        try:
+            weight_map = json.loads((directory / INDEX).read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{directory / INDEX}: not a sharded checkpoint index ({error})") from None
+        shards = sorted(set(weight_map.values()))
+    elif (directory / SINGLE).is_file():
+        weight_map, shards = None, [SINGLE]
+    else:
+        raise InputError(f"{directory}: neither {SINGLE} nor {INDEX}")
+    found: dict = {}
+    for shard in shards:
+        try:
+            stored = safetensors_format.read_file(directory / shard)
+        except (OSError, ValueError) as error:
+            raise InputError(f"{directory / shard}: not a readable safetensors file ({error})") from None
+        for name, entry in stored.entries.items():
+            if name in found:
+                raise InputError(f"{directory}: tensor {name!r} is in more than one shard")
+            found[name] = (stored, entry)
+    if weight_map is not None and set(weight_map) != set(found):
+        missing = sorted(set(weight_map) - set(found))[:3] or sorted(set(found) - set(weight_map))[:3]
+        raise InputError(f"{directory}: the index and the shards do not hold the same tensors ({missing})")
+    return found
+
+
+def _pair_record(name: str, header: bytes, payload_size: int) -> tuple[TensorRecord, int]:
+    """The record and ``chunk_log2`` of a pair from its header half alone (annex rules 4 and 5)."""
+    read_at, _ = bytes_reader(header)
+    parsed = read_header(read_at, len(header) + payload_size)
+    annex.check_pair_header(name, parsed)
+    return parsed.tensors[0], parsed.chunk_log2
+
+
+def import_hf(source: Path, target: Path, *, force: bool = False, progress: Progress | None = None) -> None:
+    """Write one .icq file from an icq model directory: each pair's record and payload as they are
+    (its chunk table rebuilt only where the directory's pairs differ in ``chunk_log2``), each plain
+    tensor losslessly (raw coding), the metadata from ``quantization_config.metadata``."""
+    quantization = check_quantization_config(read_config(source).get("quantization_config"), str(source / CONFIG))
+    found = _open_shards(source)
+    try:
+        pairs = annex.find_pairs({name: (entry.dtype, entry.shape) for name, (_, entry) in found.items()})
+        halves = {half for pair in pairs.values() for half in pair}
+        plain = [name for name in found if name not in halves and name not in pairs]  # not the guards
+        records, chunk_logs = {}, {}
+        for name, (head, payload) in pairs.items():
+            stored, _ = found[head]
+            record, chunk_logs[name] = _pair_record(name, bytes(stored.read(head)), found[payload][1].size)
+            records[name] = record
+        for name in plain:
+            entry = found[name][1]
+            records[name] = TensorRecord(name, entry.dtype, entry.dtype, 0, entry.shape)
+        chunk_log2 = quantization.get("chunk_log2") or DEFAULT_CHUNK_LOG2
+        order = sorted(records, key=lambda n: n.encode("utf-8"))
+        with atomic_output(target, force) as out:
+            writer = StreamWriter(out, [records[n] for n in order], dict(quantization.get("metadata", {})),
+                                  chunk_log2=chunk_log2)  # fmt: skip
+            for name in order:
+                if name in pairs:
+                    head, tail = pairs[name]
+                    payload = bytes(found[tail][0].read(tail))
+                    record = annex.verify_pair(name, bytes(found[head][0].read(head)), payload)
+                    if chunk_logs[name] != chunk_log2:
+                        body = payload[: tensor_layout(record, chunk_logs[name]).body_size]
+                        table = chunk_table(body, chunk_log2)
+                        payload = body + table
+                        record = replace(record, table_crc=crc32c(table))
+                    writer.add(record, payload)
+                else:
+                    stored, entry = found[name]
+                    record, sections = encode_tensor(name, stored.array(name), EncodeOptions(), coding="raw")
+                    built, table_crc = build_payload(record, sections, chunk_log2)
+                    writer.add(replace(record, table_crc=table_crc), built)
+                if progress:
+                    progress(name)
+            writer.finish()
+    finally:
+        for stored in {id(s): s for s, _ in found.values()}.values():
+            stored.close()
