@@ -325,9 +325,19 @@ def save_checkpoint(model, encoded: dict, target: Path, options, *, include: tup
         if name in encoded:
             entries.append(encoded[name])
             continue
-        array = tensor.detach().cpu().numpy()
+        array = _numpy(tensor)
         coding = "icq" if any(fnmatch.fnmatchcase(name, p) for p in include) else "raw"
         entries.append(encode_tensor(name, array, options, coding=coding))
     recorded = allocation.encoder_options(options) if allocation else options.to_json()
     info = {**(metadata or {}), **ENCODER_METADATA, "icq.encoder_options": recorded}
     write_atomically(Path(target), assemble(entries, info), overwrite=force)
+
+
+def _numpy(tensor: torch.Tensor):
+    """A tensor as numpy, bit for bit (bfloat16, which numpy lacks, as ml_dtypes' bfloat16)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()

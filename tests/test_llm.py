@@ -231,3 +231,15 @@ def test_missing_extra_gives_an_install_hint(tiny, monkeypatch):
     failing = run("calibrate", tiny / "model", tiny / "s.safetensors", "--text", tiny / "calibration.txt", ok=False)
     assert failing.exit_code == 1
     assert "pip install 'icqcodec[calibrate]'" in failing.output and len(failing.output.splitlines()) == 1
+
+
+def test_save_checkpoint_keeps_bfloat16_tensors_bit_for_bit(tiny, tmp_path):
+    import icqcodec
+    from icqcodec import llm
+    from icqcodec.encode import EncodeOptions
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny / "model").to(torch.bfloat16)
+    llm.save_checkpoint(model, {}, tmp_path / "m.icq", EncodeOptions())
+    stored = icqcodec.load((tmp_path / "m.icq").read_bytes())["model.norm.weight"]
+    assert stored.dtype.name == "bfloat16"
+    assert stored.view(np.uint16).tobytes() == model.model.norm.weight.detach().view(torch.int16).numpy().tobytes()
