@@ -87,10 +87,27 @@ def check_pair_header(name: str, header: Header) -> None:
 def open_pair(name: str, header: bytes | memoryview, payload: bytes | memoryview) -> tuple[Header, ReadAt]:
     """The joined file of the pair of ``name``, its fixed header and directory read and checked
     (format steps 1 to 8, then the annex's rules 4 and 5): its header and a ``read_at`` over it."""
-    read_at, size = bytes_reader(bytes(header) + bytes(payload))
+    read_at, size = joined_reader(header, payload)
     parsed = read_header(read_at, size)
     check_pair_header(name, parsed)
     return parsed, read_at
+
+
+def joined_reader(header: bytes | memoryview, payload: bytes | memoryview) -> tuple[ReadAt, int]:
+    """A ``read_at`` over the header's bytes followed by the payload's, without joining them: reads
+    that fall in one half are views of it."""
+    first, _ = bytes_reader(header)
+    second, _ = bytes_reader(payload)
+    cut = len(memoryview(header))
+
+    def read_at(offset: int, size: int) -> bytes | memoryview:
+        if offset >= cut:
+            return second(offset - cut, size)
+        if offset + size <= cut:
+            return first(offset, size)
+        return bytes(first(offset, cut - offset)) + bytes(second(0, offset + size - cut))
+
+    return read_at, cut + len(memoryview(payload))
 
 
 def verify_pair(name: str, header: bytes | memoryview, payload: bytes | memoryview) -> TensorRecord:

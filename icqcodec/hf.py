@@ -72,17 +72,22 @@ class IcqModelLinear(torch.nn.Module):
         self.decoded: torch.Tensor | None = None
 
     def prepare(self) -> None:
-        """Check the pair whole (FormatError or InputError naming the tensor) and lay it out."""
+        """Check the pair (FormatError or InputError naming the tensor) and lay it out: whole on a GPU,
+        its checksums and structure on the CPU, where the first call's decode checks the rest."""
         header, payload = getattr(self, HEADER_BUFFER), getattr(self, PAYLOAD_BUFFER)
         if header.numel() == 0 or payload.numel() == 0 or header.is_meta or payload.is_meta:
             raise InputError(f"tensor {self.tensor_name!r}: its payload is missing from the checkpoint")
-        parsed, read_at = annex.open_pair(self.tensor_name, header.cpu().numpy().tobytes(),
-                                          payload.cpu().numpy().tobytes())  # fmt: skip
-        layout = layout_of(parsed, parsed.tensors[0], read_at)
+        parsed, read_at = annex.open_pair(self.tensor_name, header.cpu().numpy().data, payload.cpu().numpy().data)
+        # the kernels read the payload: checked whole first, by the GPU decoder (as strict, faster); on
+        # the CPU, the decode at first use checks what the checksums do not
+        on_gpu = payload.is_cuda and _cupy_available()
+        device_data = _cupy_view(payload) if on_gpu else None
+        layout = layout_of(parsed, parsed.tensors[0], read_at, backend="cupy" if on_gpu else None,
+                           device_data=device_data, keep_payload=False)  # fmt: skip
         if (layout.record.rows, layout.record.cols) != (self.out_features, self.in_features):
             raise InputError(f"tensor {self.tensor_name!r} has shape {layout.record.shape}; the model's config "
                              f"gives ({self.out_features}, {self.in_features})")  # fmt: skip
-        self.layout = dataclasses.replace(layout, payload=np.empty(0, np.uint8))
+        self.layout = layout
         self.tensor_args = list(layout.arguments)
         self.starts = torch.from_numpy(layout.starts.copy()).to(payload.device)
         self.decoded = None
@@ -122,6 +127,13 @@ def _torch_dtype(dtype) -> torch.dtype:
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
+def _cupy_view(tensor: torch.Tensor):
+    """A CuPy array over a CUDA tensor's memory (no copy)."""
+    import cupy
+
+    return cupy.from_dlpack(tensor.detach())
+
+
 def _cupy_available() -> bool:
     return importlib.util.find_spec("cupy") is not None
 
@@ -153,6 +165,8 @@ class IcqHfQuantizer(HfQuantizer):
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the loaded buffers are complete before CuPy reads them
         for module in model.modules():
             if isinstance(module, IcqModelLinear):
                 module.prepare()

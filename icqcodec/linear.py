@@ -20,7 +20,8 @@ import numpy as np
 from .bitstream import packed_size
 from .constants import CODING_ICQ
 from .container import Header, TensorRecord, bytes_reader, read_header, tensor_layout
-from .numba_decoder import decode_tensor
+from .decode import decode_tensor
+from .payload import Payload
 from .payload_checks import segment_starts
 
 __all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels"]
@@ -61,22 +62,32 @@ class Layout:
         return decode_tensor(header, record, bytes_reader(self.payload)[0])
 
 
-def layout_of(header: Header, record: TensorRecord, read_at) -> Layout:
-    """Check an icq tensor of a file (its whole decode) and lay it out; FormatError if it is bad."""
+def layout_of(header: Header, record: TensorRecord, read_at, *, backend: str | None = "numba", device_data=None,
+              keep_payload: bool = True) -> Layout:  # fmt: skip
+    """Check an icq tensor of a file (its whole decode, by ``backend``) and lay it out; FormatError
+    if it is bad. With ``backend=None`` only its checksums are checked: for a caller that decodes
+    the tensor (which checks the rest) before any kernel reads it. ``device_data``: the data
+    section already on the GPU (``backend="cupy"``); ``keep_payload=False`` leaves the layout's
+    payload empty, for a caller that holds it elsewhere."""
     if record.coding != CODING_ICQ:
         raise ValueError(f"tensor {record.name!r} is stored raw, not icq-coded; load it as a plain weight")
     if len(record.shape) != 2:
         raise ValueError(f"tensor {record.name!r} has shape {record.shape}; a linear layer needs a matrix")
-    decode_tensor(header, record, read_at)  # every rule of spec section 9.2 step 9, before upload
+    if backend is None:
+        Payload(header, record, read_at).verify_all()
+    else:
+        decode_tensor(header, record, read_at, backend=backend, device_data=device_data)  # spec 9.2 step 9
     start = header.data_offset + record.offset
-    payload = np.frombuffer(bytes(read_at(start, record.size)), dtype=np.uint8).copy()
+    payload = (
+        np.frombuffer(bytes(read_at(start, record.size)), np.uint8).copy() if keep_payload else np.empty(0, np.uint8)
+    )
     layout = Layout(record, header.chunk_log2, payload, np.zeros(1, np.int64))
     p = record.params
     if not p.outliers:
         return layout
     segments = -(-record.cols // p.segment)
     begin, size = tensor_layout(record, header.chunk_log2).sections["counts"]
-    words = np.frombuffer(payload[begin : begin + size], dtype="<u4").astype(np.uint32)
+    words = np.frombuffer(bytes(read_at(start + begin, size)), dtype="<u4").astype(np.uint32)
     starts, _ = segment_starts(words, record.rows * segments, p.count_bits, p.total_symbols)
     return dataclasses.replace(layout, starts=starts)
 

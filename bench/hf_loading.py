@@ -1,0 +1,253 @@
+"""Hugging Face transformers on icq model directories: SmolLM2-135M-Instruct quantized at 4 bits
+and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
+
+    python bench/hf_loading.py prepare DIR       quantize (layer by layer, 4 bits, bfloat16 output),
+                                                 export DIR/icq-4bit, write DIR/bf16 (the model as it
+                                                 is) and DIR/plain (the decoded weights, plain)
+    python bench/hf_loading.py check DIR [--device cuda]
+                                                 greedy text of the first 32 tokens of a fixed prompt
+                                                 against the decoded weights as a plain model (on CUDA:
+                                                 ``model.dequantize()`` of a second load), logits where
+                                                 a token differs, memory of the linear layers, and
+                                                 ``from_pretrained`` time against the bfloat16 directory
+                                                 (warm page cache: one load of each first, then the
+                                                 median of 3)
+    python bench/hf_loading.py llama8b DIR --device cuda [--scale 1]
+                                                 a Llama-3-8B-shaped model with random weights: load time
+                                                 of its 2-bit directory against its bfloat16 one
+
+On a GPU machine that holds only what a run carries, ``check --device cuda`` needs ``DIR/icq-4bit``
+alone (about 120 MB; carry its shards over two runs): the plain and bfloat16 models come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import json
+import pstats
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+PROMPT = "The three most important things to know about the history of Rome are"
+TOKENS = 32
+LINEAR_MB = 50  # shard size for the export: two runs of a GPU machine carry its shards
+
+
+def prepare(folder: Path) -> None:
+    from llm_quality import calibration_text, model_path
+
+    from icqcodec import llm
+    from icqcodec.calibration import SEQ_LEN
+    from icqcodec.calibration import TOKENS as CALIBRATION_TOKENS
+    from icqcodec.checkpoints import decode_checkpoint
+    from icqcodec.encode import EncodeOptions
+    from icqcodec.hf_directories import export_hf
+
+    model, tokenizer = llm.load_model(model_path())
+    if getattr(model, "hf_quantizer", None) is not None:  # read from GGUF: a plain model from here on
+        model.hf_quantizer.remove_quantization_config(model)
+    model.to(torch.bfloat16).save_pretrained(folder / "bf16")
+    tokenizer.save_pretrained(folder / "bf16")
+    model.float()
+    windows = llm.token_windows(tokenizer, calibration_text(), CALIBRATION_TOKENS, SEQ_LEN)
+    options = EncodeOptions(bits=4)
+    encoded = llm.quantize(model, windows, options, dtype="bfloat16")
+    llm.save_checkpoint(model.to(torch.bfloat16), encoded, folder / "icq-4bit.icq", options, force=True)
+    export_hf(folder / "icq-4bit.icq", folder / "icq-4bit", config_from=folder / "bf16", force=True,
+              max_shard_bytes=LINEAR_MB * 10**6)  # fmt: skip
+    decode_checkpoint(folder / "icq-4bit.icq", folder / "decoded.safetensors", force=True)
+    (folder / "plain").mkdir(exist_ok=True)
+    for path in (folder / "bf16").iterdir():  # the config and tokenizer; the weights are the decoded ones
+        if not path.name.startswith("model.safetensors"):
+            shutil.copyfile(path, folder / "plain" / path.name)
+    shutil.move(folder / "decoded.safetensors", folder / "plain" / "model.safetensors")
+    print(f"wrote {folder / 'icq-4bit'}, {folder / 'bf16'}, {folder / 'plain'}")
+
+
+def load(path: Path, device: str):
+    from transformers import AutoModelForCausalLM
+
+    import icqcodec.hf  # noqa: F401
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map=device).eval()
+
+
+def greedy(model, tokenizer, device: str) -> list[int]:
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(device)
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=TOKENS, do_sample=False)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def teacher_forced(model, tokenizer, generated: list[int], device: str) -> torch.Tensor:
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(device)
+    full = torch.cat([ids, torch.tensor([generated], device=device)], dim=1)
+    with torch.no_grad():
+        return model(full).logits[0, ids.shape[1] - 1 : -1].double()
+
+
+def load_seconds(path: Path, device: str) -> float:
+    load(path, device)  # the page cache and the kernels' compile cache warm
+    times = []
+    for _ in range(3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model = load(path, device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        del model
+    return statistics.median(times)
+
+
+def check(folder: Path, device: str) -> dict:
+    from transformers import AutoTokenizer
+
+    from icqcodec.hf import IcqModelLinear
+
+    tokenizer = AutoTokenizer.from_pretrained(folder / "icq-4bit")
+    model = load(folder / "icq-4bit", device)
+    linears = [m for m in model.modules() if isinstance(m, IcqModelLinear)]
+    ours = greedy(model, tokenizer, device)
+    if device == "cuda":
+        plain = load(folder / "icq-4bit", device).dequantize()  # the decoders' exact bits, bfloat16
+        plain.save_pretrained(folder / "plain")
+        tokenizer.save_pretrained(folder / "plain")
+        if not (folder / "bf16").exists():
+            shutil.copytree(folder / "plain", folder / "bf16")  # a bfloat16 directory of the same shapes
+    else:
+        plain = load(folder / "plain", device)
+    theirs = greedy(plain, tokenizer, device)
+    first = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), None)
+    result = {"device": device, "tokens": TOKENS, "same_text": ours == theirs, "first_difference": first,
+              "text": tokenizer.decode(ours), "plain_text": tokenizer.decode(theirs)}  # fmt: skip
+    a, b = teacher_forced(model, tokenizer, ours, device), teacher_forced(plain, tokenizer, ours, device)
+    relative = ((a - b).norm(dim=-1) / b.norm(dim=-1)).cpu().numpy()
+    result["logits_relative_error_max"] = float(relative.max())
+    result["logits_relative_error_at_difference"] = None if first is None else float(relative[first])
+    payload = sum(m.weight_icq_payload.numel() for m in linears)
+    resident = sum(b.numel() * b.element_size() for m in linears for b in m.buffers())
+    result.update(linears=len(linears), payload_bytes=payload, linear_bytes_resident=resident,
+                  resident_over_payload=resident / payload,
+                  decoded_weights_kept=sum(m.decoded is not None for m in linears))  # fmt: skip
+    if device == "cuda":
+        result["fused"] = all(m.weight_icq_payload.is_cuda for m in linears)
+    del model, plain
+    result["load_seconds_icq"] = load_seconds(folder / "icq-4bit", device)
+    result["load_seconds_bf16"] = load_seconds(folder / "bf16", device)
+    return result
+
+
+def llama8b(folder: Path, device: str, scale: int = 1) -> dict:
+    """Directories of a Llama-3-8B-shaped model (random weights): bfloat16, and 2 bits where every
+    layer's linears share the payloads of one encoded layer (their pairs named for each layer).
+    ``scale`` divides every width and the layer count (a quick run of the same code)."""
+    import transformers
+
+    from icqcodec import annex_safetensors as annex
+    from icqcodec import safetensors_format
+    from icqcodec.container import bytes_reader, read_header
+    from icqcodec.encode import EncodeOptions, assemble, encode_tensor
+    from icqcodec.hf_directories import FORMAT_VERSION, QUANT_METHOD
+
+    hidden, kv, inner, layers, vocab = 4096 // scale, 1024 // scale, 14336 // scale, 32 // scale, 128256 // scale
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inner,
+                                      num_hidden_layers=layers, num_attention_heads=32 // scale,
+                                      num_key_value_heads=8 // scale, tie_word_embeddings=False)  # fmt: skip
+    shapes = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (kv, hidden), "self_attn.v_proj": (kv, hidden),
+              "self_attn.o_proj": (hidden, hidden), "mlp.gate_proj": (inner, hidden), "mlp.up_proj": (inner, hidden),
+              "mlp.down_proj": (hidden, inner)}  # fmt: skip
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    pairs = {}
+    for name, shape in shapes.items():
+        weights = (rng.standard_t(4, size=shape) * 0.02).astype(np.float32)
+        data = b"".join(assemble([encode_tensor("w", weights, EncodeOptions(bits=2), coding="icq",
+                                                dtype="bfloat16")], {}))  # fmt: skip
+        read_at, size = bytes_reader(data)
+        header = read_header(read_at, size)
+        record = header.tensors[0]
+        pairs[name] = (record, bytes(read_at(header.data_offset, record.size)), header.chunk_log2, weights)
+    encode_seconds = time.perf_counter() - started
+    other = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
+             "model.norm.weight": (hidden,)}  # fmt: skip
+    other.update({f"model.layers.{i}.{n}": (hidden,) for i in range(layers) for n in ("input_layernorm.weight",
+                                                                                       "post_attention_layernorm.weight")})  # fmt: skip
+    bf16, icq = folder / "llama8b-bf16", folder / "llama8b-2bit"
+    for target in (bf16, icq):
+        target.mkdir(parents=True, exist_ok=True)
+    small = {name: (rng.standard_normal(shape) * 0.02).astype(np.float32) for name, shape in other.items()}
+    BF16, U8 = safetensors_format.DTYPES["BF16"], safetensors_format.DTYPES["U8"]
+
+    def bf16_bytes(array: np.ndarray) -> bytes:
+        return torch.from_numpy(array).to(torch.bfloat16).view(torch.uint16).numpy().tobytes()
+
+    plain_entries, icq_entries, data = [], [], {}
+    for name, shape in other.items():
+        plain_entries.append((name, BF16, shape))
+        icq_entries.append((name, BF16, shape))
+        data[name] = bf16_bytes(small[name])
+    quantized = []
+    for i in range(layers):
+        for module, (record, payload, chunk_log2, weights) in pairs.items():
+            name = f"model.layers.{i}.{module}.weight"
+            quantized.append(name)
+            plain_entries.append((name, BF16, weights.shape))
+            data[name] = data.get(module) or data.setdefault(module, bf16_bytes(weights))
+            half, _ = annex.split(dataclasses.replace(record, name=name), payload, chunk_log2)
+            head, tail = annex.stored_names(name)
+            icq_entries += [(name, U8, (0,)), (head, U8, (len(half),)), (tail, U8, (len(payload),))]
+            data[head], data[tail] = half, payload
+    guards = set(quantized)
+    for entries, target, extra in ((plain_entries, bf16, {}), (icq_entries, icq, {
+            "quantization_config": {"quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
+                                    "annex_version": annex.ANNEX_VERSION, "quantized": sorted(quantized)}})):  # fmt: skip
+        stored = (lambda n: b"" if n in guards else data[n]) if target == icq else data.__getitem__
+        with open(target / "model.safetensors", "wb") as out:
+            safetensors_format.write_file(out, entries, stored, {"format": "pt"})
+        (target / "config.json").write_text(json.dumps({**config.to_dict(), "dtype": "bfloat16",
+                                                        "architectures": ["LlamaForCausalLM"], **extra}))  # fmt: skip
+    result = {"encode_one_layer_seconds": encode_seconds,
+              "bytes_bf16": (bf16 / "model.safetensors").stat().st_size,
+              "bytes_2bit": (icq / "model.safetensors").stat().st_size}  # fmt: skip
+    result["load_seconds_2bit"] = load_seconds(icq, device)
+    result["load_seconds_bf16"] = load_seconds(bf16, device)
+    profile = cProfile.Profile()
+    profile.runcall(load, icq, device)
+    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+    model = load(icq, device)
+    ids = torch.tensor([[1, 2, 3, 4]], device=device)
+    with torch.no_grad():
+        result["logits_finite"] = bool(torch.isfinite(model(ids).logits).all())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["prepare", "check", "llama8b"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--scale", type=int, default=1, help="llama8b: divide widths and layers (a quick run)")
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    if args.step == "prepare":
+        prepare(args.folder)
+        return
+    result = check(args.folder, args.device) if args.step == "check" else llama8b(args.folder, args.device, args.scale)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
