@@ -4,9 +4,10 @@ For each shape (out x in), code width (2, 3, 4 bits, uniform, 5% outliers, Stude
 default encoder) and rows of activations (1, 4, 16, bfloat16): the median time per call over CUDA
 graph replays, each replay cycling through enough copies of the weight to leave the L2 cache, and
 the weight bytes read per second (payload bytes / time) against a device-to-device copy measured
-in the same run. cuBLAS runs ``F.linear`` on a bfloat16 weight the same way.
+in the same run. cuBLAS runs ``F.linear`` on a bfloat16 weight the same way, and with ``--int4pack``
+PyTorch's int4 kernel (``torch._weight_int4pack_mm``, groups of 128; bytes: codes and scales).
 
-    python bench/gemv.py [--shapes 4096x4096 ...] [--bits 2 3 4] [--rows 1 4 16]
+    python bench/gemv.py [--shapes 4096x4096 ...] [--bits 2 3 4] [--rows 1 4 16] [--int4pack]
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ def copy_bandwidth() -> float:
     return 2 * a.numel() / timed([lambda: b.copy_(a)])
 
 
+def int4pack(out_features: int, in_features: int):
+    """PyTorch's int4 kernel (``torch._weight_int4pack_mm``, groups of 128): random codes, scales and
+    zeros (the time does not depend on their values); returns (matmul of x, bytes it reads)."""
+    codes = torch.randint(0, 16, (out_features, in_features), dtype=torch.int32, device="cuda")
+    packed = torch._convert_weight_to_int4pack((codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8), 8)
+    scales = (torch.rand(in_features // 128, out_features, 2, device="cuda") * 0.01).to(torch.bfloat16)
+    return (lambda x: torch._weight_int4pack_mm(x, packed, 128, scales)), packed.numel() * packed.element_size() + \
+        scales.numel() * 2  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
@@ -66,6 +77,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rows-per-warp", type=int, help="weight rows per warp of the one-row kernel (1-4)")
     parser.add_argument("--outlier-ratio", type=float, default=0.05)
+    parser.add_argument("--int4pack", action="store_true", help="also PyTorch's int4 kernel, groups of 128")
     args = parser.parse_args()
     if args.rows_per_warp:
         icqcodec.torch.rows_per_warp = lambda rows: args.rows_per_warp
@@ -83,11 +95,18 @@ def main() -> None:
         for bits in args.bits:
             layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, outlier_ratio=args.outlier_ratio,
                                                              dtype="bfloat16", device="cuda")  # fmt: skip
+        if args.int4pack:
+            layers["int4pack g128 (torch)"] = "int4pack"
         for label, layer in layers.items():
-            size = dense.numel() * 2 if layer is None else layer.payload.numel()
+            if layer == "int4pack":
+                size = int4pack(out_features, in_features)[1]
+            else:
+                size = dense.numel() * 2 if layer is None else layer.payload.numel()
             copies = max(1, -(-CACHE_BYTES // size))
             if layer is None:
                 weights = [dense] + [dense.clone() for _ in range(copies - 1)]
+            elif layer == "int4pack":
+                weights = [int4pack(out_features, in_features)[0] for _ in range(copies)]
             else:
                 weights = [layer] + [IcqLinear(layer.layout, device="cuda") for _ in range(copies - 1)]
             for rows in args.rows:

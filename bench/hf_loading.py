@@ -1,15 +1,16 @@
 """Hugging Face transformers on icq model directories: SmolLM2-135M-Instruct quantized at 4 bits
 and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
 
-    python bench/hf_loading.py prepare DIR       quantize (layer by layer, 4 bits, bfloat16 output),
-                                                 export DIR/icq-4bit, write DIR/bf16 (the model as it
+    python bench/hf_loading.py prepare DIR [--dtype bfloat16|float16]
+                                                 quantize (layer by layer, 4 bits, output in dtype),
+                                                 export DIR/icq-4bit, write DIR/original (the model as it
                                                  is) and DIR/plain (the decoded weights, plain)
-    python bench/hf_loading.py check DIR [--device cuda]
+    python bench/hf_loading.py check DIR [--device cuda] [--dtype ...]
                                                  greedy text of the first 32 tokens of a fixed prompt
                                                  against the decoded weights as a plain model (on CUDA:
                                                  ``model.dequantize()`` of a second load), logits where
                                                  a token differs, memory of the linear layers, and
-                                                 ``from_pretrained`` time against the bfloat16 directory
+                                                 ``from_pretrained`` time against the original's directory
                                                  (warm page cache: one load of each first, then the
                                                  median of 3)
     python bench/hf_loading.py llama8b DIR --device cuda [--scale 1]
@@ -17,7 +18,7 @@ and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
                                                  of its 2-bit directory against its bfloat16 one
 
 On a GPU machine that holds only what a run carries, ``check --device cuda`` needs ``DIR/icq-4bit``
-alone (about 120 MB; carry its shards over two runs): the plain and bfloat16 models come from it.
+alone (about 120 MB; carry its shards over two runs): the plain and original models come from it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ TOKENS = 32
 LINEAR_MB = 50  # shard size for the export: two runs of a GPU machine carry its shards
 
 
-def prepare(folder: Path) -> None:
+def prepare(folder: Path, dtype: str) -> None:
     from llm_quality import calibration_text, model_path
 
     from icqcodec import llm
@@ -57,37 +58,40 @@ def prepare(folder: Path) -> None:
     model, tokenizer = llm.load_model(model_path())
     if getattr(model, "hf_quantizer", None) is not None:  # read from GGUF: a plain model from here on
         model.hf_quantizer.remove_quantization_config(model)
-    model.to(torch.bfloat16).save_pretrained(folder / "bf16")
-    tokenizer.save_pretrained(folder / "bf16")
+    model.to(getattr(torch, dtype)).save_pretrained(folder / "original")
+    tokenizer.save_pretrained(folder / "original")
     model.float()
     windows = llm.token_windows(tokenizer, calibration_text(), CALIBRATION_TOKENS, SEQ_LEN)
     options = EncodeOptions(bits=4)
-    encoded = llm.quantize(model, windows, options, dtype="bfloat16")
-    llm.save_checkpoint(model.to(torch.bfloat16), encoded, folder / "icq-4bit.icq", options, force=True)
-    export_hf(folder / "icq-4bit.icq", folder / "icq-4bit", config_from=folder / "bf16", force=True,
+    encoded = llm.quantize(model, windows, options, dtype=dtype)
+    llm.save_checkpoint(model.to(getattr(torch, dtype)), encoded, folder / "icq-4bit.icq", options, force=True)
+    export_hf(folder / "icq-4bit.icq", folder / "icq-4bit", config_from=folder / "original", force=True,
               max_shard_bytes=LINEAR_MB * 10**6)  # fmt: skip
     decode_checkpoint(folder / "icq-4bit.icq", folder / "decoded.safetensors", force=True)
     (folder / "plain").mkdir(exist_ok=True)
-    for path in (folder / "bf16").iterdir():  # the config and tokenizer; the weights are the decoded ones
+    for path in (folder / "original").iterdir():  # the config and tokenizer; the weights are the decoded ones
         if not path.name.startswith("model.safetensors"):
             shutil.copyfile(path, folder / "plain" / path.name)
     shutil.move(folder / "decoded.safetensors", folder / "plain" / "model.safetensors")
-    print(f"wrote {folder / 'icq-4bit'}, {folder / 'bf16'}, {folder / 'plain'}")
+    print(f"wrote {folder / 'icq-4bit'}, {folder / 'original'}, {folder / 'plain'}")
 
 
-def load(path: Path, device: str):
+def load(path: Path, device: str, dtype: str = "bfloat16"):
     from transformers import AutoModelForCausalLM
 
     import icqcodec.hf  # noqa: F401
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map=device).eval()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device).eval()
 
 
-def greedy(model, tokenizer, device: str) -> list[int]:
+def greedy(model, tokenizer, device: str) -> tuple[list[int], torch.Tensor]:
+    """The first ``TOKENS`` greedy tokens after the prompt, and the logits each step chose from (as
+    generation computes them: the prompt at once, then one token a step)."""
     ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(device)
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=TOKENS, do_sample=False)
-    return out[0, ids.shape[1] :].tolist()
+        out = model.generate(ids, max_new_tokens=TOKENS, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True)  # fmt: skip
+    return out.sequences[0, ids.shape[1] :].tolist(), torch.cat(out.logits).double()
 
 
 def teacher_forced(model, tokenizer, generated: list[int], device: str) -> torch.Tensor:
@@ -97,14 +101,14 @@ def teacher_forced(model, tokenizer, generated: list[int], device: str) -> torch
         return model(full).logits[0, ids.shape[1] - 1 : -1].double()
 
 
-def load_seconds(path: Path, device: str) -> float:
-    load(path, device)  # the page cache and the kernels' compile cache warm
+def load_seconds(path: Path, device: str, dtype: str = "bfloat16") -> float:
+    load(path, device, dtype)  # the page cache and the kernels' compile cache warm
     times = []
     for _ in range(3):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model = load(path, device)
+        model = load(path, device, dtype)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -112,31 +116,39 @@ def load_seconds(path: Path, device: str) -> float:
     return statistics.median(times)
 
 
-def check(folder: Path, device: str) -> dict:
+def check(folder: Path, device: str, dtype: str) -> dict:
     from transformers import AutoTokenizer
 
     from icqcodec.hf import IcqModelLinear
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "icq-4bit")
-    model = load(folder / "icq-4bit", device)
+    model = load(folder / "icq-4bit", device, dtype)
     linears = [m for m in model.modules() if isinstance(m, IcqModelLinear)]
-    ours = greedy(model, tokenizer, device)
+    ours, steps = greedy(model, tokenizer, device)
     if device == "cuda":
-        plain = load(folder / "icq-4bit", device).dequantize()  # the decoders' exact bits, bfloat16
+        plain = load(folder / "icq-4bit", device, dtype).dequantize()  # the decoders' exact bits
         plain.save_pretrained(folder / "plain")
         tokenizer.save_pretrained(folder / "plain")
-        if not (folder / "bf16").exists():
-            shutil.copytree(folder / "plain", folder / "bf16")  # a bfloat16 directory of the same shapes
+        if not (folder / "original").exists():
+            shutil.copytree(folder / "plain", folder / "original")  # a plain directory of the same shapes
     else:
-        plain = load(folder / "plain", device)
-    theirs = greedy(plain, tokenizer, device)
+        plain = load(folder / "plain", device, dtype)
+    theirs, plain_steps = greedy(plain, tokenizer, device)
     first = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), None)
-    result = {"device": device, "tokens": TOKENS, "same_text": ours == theirs, "first_difference": first,
+    result = {"device": device, "dtype": dtype, "tokens": TOKENS, "same_text": ours == theirs, "first_difference": first,
               "text": tokenizer.decode(ours), "plain_text": tokenizer.decode(theirs)}  # fmt: skip
-    a, b = teacher_forced(model, tokenizer, ours, device), teacher_forced(plain, tokenizer, ours, device)
-    relative = ((a - b).norm(dim=-1) / b.norm(dim=-1)).cpu().numpy()
-    result["logits_relative_error_max"] = float(relative.max())
-    result["logits_relative_error_at_difference"] = None if first is None else float(relative[first])
+
+    def relative(a, b):
+        return ((a - b).norm(dim=-1) / b.norm(dim=-1)).cpu().numpy()
+
+    # the steps both generations computed from the same tokens, the same way: up to the first difference
+    same = TOKENS if first is None else first + 1
+    shared = relative(steps[:same], plain_steps[:same])
+    result["logits_relative_error_max_same_prefix"] = float(shared.max())
+    result["logits_relative_error_at_difference"] = None if first is None else float(shared[first])
+    # the dtype's own noise: the plain model's steps against its whole sequence at once
+    noise = relative(plain_steps, teacher_forced(plain, tokenizer, theirs, device))
+    result["plain_steps_against_plain_at_once_max"] = float(noise.max())
     payload = sum(m.weight_icq_payload.numel() for m in linears)
     resident = sum(b.numel() * b.element_size() for m in linears for b in m.buffers())
     result.update(linears=len(linears), payload_bytes=payload, linear_bytes_resident=resident,
@@ -145,8 +157,8 @@ def check(folder: Path, device: str) -> dict:
     if device == "cuda":
         result["fused"] = all(m.weight_icq_payload.is_cuda for m in linears)
     del model, plain
-    result["load_seconds_icq"] = load_seconds(folder / "icq-4bit", device)
-    result["load_seconds_bf16"] = load_seconds(folder / "bf16", device)
+    result["load_seconds_icq"] = load_seconds(folder / "icq-4bit", device, dtype)
+    result["load_seconds_plain"] = load_seconds(folder / "original", device, dtype)
     return result
 
 
@@ -239,13 +251,23 @@ def main() -> None:
     parser.add_argument("step", choices=["prepare", "check", "llama8b"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float16"],
+        help="the decoded weights' and the activations' dtype",
+    )
     parser.add_argument("--scale", type=int, default=1, help="llama8b: divide widths and layers (a quick run)")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.step == "prepare":
-        prepare(args.folder)
+        prepare(args.folder, args.dtype)
         return
-    result = check(args.folder, args.device) if args.step == "check" else llama8b(args.folder, args.device, args.scale)
+    result = (
+        check(args.folder, args.device, args.dtype)
+        if args.step == "check"
+        else llama8b(args.folder, args.device, args.scale)
+    )
     print(json.dumps(result, indent=1))
 
 

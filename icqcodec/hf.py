@@ -26,6 +26,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from . import annex_safetensors as annex
 from . import dtypes
+from .constants import CODING_ICQ
 from .errors import InputError
 from .hf_directories import FORMAT_VERSION, QUANT_METHOD, check_quantization_config
 from .linear import Layout, layout_of
@@ -72,24 +73,28 @@ class IcqModelLinear(torch.nn.Module):
         self.decoded: torch.Tensor | None = None
 
     def prepare(self) -> None:
-        """Check the pair (FormatError or InputError naming the tensor) and lay it out: whole on a GPU,
-        its checksums and structure on the CPU, where the first call's decode checks the rest."""
+        """Check the pair (FormatError or InputError naming the tensor) and lay it out for where its
+        payload is: on a GPU checked whole, by the GPU decoder over the buffer already there, before
+        any kernel reads it; on the CPU its fixed header and directory, the first call's decode
+        (which the CPU path needs anyway) checking the rest."""
         header, payload = getattr(self, HEADER_BUFFER), getattr(self, PAYLOAD_BUFFER)
         if header.numel() == 0 or payload.numel() == 0 or header.is_meta or payload.is_meta:
             raise InputError(f"tensor {self.tensor_name!r}: its payload is missing from the checkpoint")
         parsed, read_at = annex.open_pair(self.tensor_name, header.cpu().numpy().data, payload.cpu().numpy().data)
-        # the kernels read the payload: checked whole first, by the GPU decoder (as strict, faster); on
-        # the CPU, the decode at first use checks what the checksums do not
-        on_gpu = payload.is_cuda and _cupy_available()
-        device_data = _cupy_view(payload) if on_gpu else None
-        layout = layout_of(parsed, parsed.tensors[0], read_at, backend="cupy" if on_gpu else None,
-                           device_data=device_data, keep_payload=False)  # fmt: skip
-        if (layout.record.rows, layout.record.cols) != (self.out_features, self.in_features):
-            raise InputError(f"tensor {self.tensor_name!r} has shape {layout.record.shape}; the model's config "
-                             f"gives ({self.out_features}, {self.in_features})")  # fmt: skip
+        record = parsed.tensors[0]
+        if record.coding != CODING_ICQ or (record.rows, record.cols) != (self.out_features, self.in_features):
+            shape = record.shape if record.coding == CODING_ICQ else f"{record.shape}, stored raw"
+            raise InputError(f"tensor {self.tensor_name!r} has shape {shape}; the model's config gives "
+                             f"({self.out_features}, {self.in_features})")  # fmt: skip
+        if payload.is_cuda and _cupy_available():
+            layout = layout_of(parsed, record, read_at, backend="cupy", device_data=_cupy_view(payload),
+                               keep_payload=False)  # fmt: skip
+            self.tensor_args = list(layout.arguments)
+            self.starts = torch.from_numpy(layout.starts.copy()).to(payload.device)
+        else:
+            layout = Layout(record, parsed.chunk_log2, np.empty(0, np.uint8), np.zeros(1, np.int64))
+            self.tensor_args = []  # no kernel reads this payload until it is laid out on a GPU
         self.layout = layout
-        self.tensor_args = list(layout.arguments)
-        self.starts = torch.from_numpy(layout.starts.copy()).to(payload.device)
         self.decoded = None
 
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
@@ -108,6 +113,8 @@ class IcqModelLinear(torch.nn.Module):
             raise RuntimeError(f"{self.tensor_name}: not prepared (load the model with from_pretrained)")
         flat = x.reshape(-1, self.in_features)
         if x.is_cuda and x.dtype in FUSED_DTYPES and _cupy_available():
+            if not self.tensor_args or self.starts.device != getattr(self, PAYLOAD_BUFFER).device:
+                self.prepare()  # moved to a GPU after loading: checked whole before the kernels read it
             y = linear(flat, getattr(self, PAYLOAD_BUFFER), self.starts, self.tensor_args, self.bias)
         else:
             if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
