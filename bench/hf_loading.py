@@ -1,9 +1,9 @@
 """Hugging Face transformers on icq model directories: SmolLM2-135M-Instruct quantized at 4 bits
 and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
 
-    python bench/hf_loading.py prepare DIR [--dtype bfloat16|float16]
+    python bench/hf_loading.py prepare DIR [--dtype bfloat16|float16] [--bits 4]
                                                  quantize (layer by layer, 4 bits, output in dtype),
-                                                 export DIR/icq-4bit, write DIR/original (the model as it
+                                                 export DIR/icq, write DIR/original (the model as it
                                                  is) and DIR/plain (the decoded weights, plain)
     python bench/hf_loading.py check DIR [--device cuda] [--dtype ...]
                                                  greedy text of the first 32 tokens of a fixed prompt
@@ -17,7 +17,7 @@ and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
                                                  a Llama-3-8B-shaped model with random weights: load time
                                                  of its 2-bit directory against its bfloat16 one
 
-On a GPU machine that holds only what a run carries, ``check --device cuda`` needs ``DIR/icq-4bit``
+On a GPU machine that holds only what a run carries, ``check --device cuda`` needs ``DIR/icq``
 alone (about 120 MB; carry its shards over two runs): the plain and original models come from it.
 """
 
@@ -45,7 +45,7 @@ TOKENS = 32
 LINEAR_MB = 50  # shard size for the export: two runs of a GPU machine carry its shards
 
 
-def prepare(folder: Path, dtype: str) -> None:
+def prepare(folder: Path, dtype: str, bits: int) -> None:
     from llm_quality import calibration_text, model_path
 
     from icqcodec import llm
@@ -62,18 +62,18 @@ def prepare(folder: Path, dtype: str) -> None:
     tokenizer.save_pretrained(folder / "original")
     model.float()
     windows = llm.token_windows(tokenizer, calibration_text(), CALIBRATION_TOKENS, SEQ_LEN)
-    options = EncodeOptions(bits=4)
+    options = EncodeOptions(bits=bits)
     encoded = llm.quantize(model, windows, options, dtype=dtype)
-    llm.save_checkpoint(model.to(getattr(torch, dtype)), encoded, folder / "icq-4bit.icq", options, force=True)
-    export_hf(folder / "icq-4bit.icq", folder / "icq-4bit", config_from=folder / "original", force=True,
+    llm.save_checkpoint(model.to(getattr(torch, dtype)), encoded, folder / "icq.icq", options, force=True)
+    export_hf(folder / "icq.icq", folder / "icq", config_from=folder / "original", force=True,
               max_shard_bytes=LINEAR_MB * 10**6)  # fmt: skip
-    decode_checkpoint(folder / "icq-4bit.icq", folder / "decoded.safetensors", force=True)
+    decode_checkpoint(folder / "icq.icq", folder / "decoded.safetensors", force=True)
     (folder / "plain").mkdir(exist_ok=True)
     for path in (folder / "original").iterdir():  # the config and tokenizer; the weights are the decoded ones
         if not path.name.startswith("model.safetensors"):
             shutil.copyfile(path, folder / "plain" / path.name)
     shutil.move(folder / "decoded.safetensors", folder / "plain" / "model.safetensors")
-    print(f"wrote {folder / 'icq-4bit'}, {folder / 'original'}, {folder / 'plain'}")
+    print(f"wrote {folder / 'icq'}, {folder / 'original'}, {folder / 'plain'}")
 
 
 def load(path: Path, device: str, dtype: str = "bfloat16"):
@@ -121,12 +121,12 @@ def check(folder: Path, device: str, dtype: str) -> dict:
 
     from icqcodec.hf import IcqModelLinear
 
-    tokenizer = AutoTokenizer.from_pretrained(folder / "icq-4bit")
-    model = load(folder / "icq-4bit", device, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "icq")
+    model = load(folder / "icq", device, dtype)
     linears = [m for m in model.modules() if isinstance(m, IcqModelLinear)]
     ours, steps = greedy(model, tokenizer, device)
     if device == "cuda":
-        plain = load(folder / "icq-4bit", device, dtype).dequantize()  # the decoders' exact bits
+        plain = load(folder / "icq", device, dtype).dequantize()  # the decoders' exact bits
         plain.save_pretrained(folder / "plain")
         tokenizer.save_pretrained(folder / "plain")
         if not (folder / "original").exists():
@@ -157,7 +157,7 @@ def check(folder: Path, device: str, dtype: str) -> dict:
     if device == "cuda":
         result["fused"] = all(m.weight_icq_payload.is_cuda for m in linears)
     del model, plain
-    result["load_seconds_icq"] = load_seconds(folder / "icq-4bit", device, dtype)
+    result["load_seconds_icq"] = load_seconds(folder / "icq", device, dtype)
     result["load_seconds_plain"] = load_seconds(folder / "original", device, dtype)
     return result
 
@@ -257,11 +257,12 @@ def main() -> None:
         choices=["bfloat16", "float16"],
         help="the decoded weights' and the activations' dtype",
     )
+    parser.add_argument("--bits", type=int, default=4, help="prepare: the code width ")
     parser.add_argument("--scale", type=int, default=1, help="llama8b: divide widths and layers (a quick run)")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.step == "prepare":
-        prepare(args.folder, args.dtype)
+        prepare(args.folder, args.dtype, args.bits)
         return
     result = (
         check(args.folder, args.device, args.dtype)

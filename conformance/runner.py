@@ -68,10 +68,12 @@ def cupy_output(data: bytes, path: Path, name: str, array):
     if path.suffix == ".safetensors":
         stored = safetensors_format.read_file(path)
         try:
-            data = stored.read(annex_safetensors.stored_names(name)[0])
+            halves = [stored.read(half) for half in annex_safetensors.stored_names(name)]
         finally:
             stored.close()
-    record = read_header(*bytes_reader(data)).by_name[name]
+        record = annex_safetensors.open_pair(name, *halves)[0].by_name[name]
+    else:
+        record = read_header(*bytes_reader(data)).by_name[name]
     return cupy.asnumpy(array).view(dtypes.numpy_dtype(record.dtype))
 
 
