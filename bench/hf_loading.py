@@ -149,13 +149,13 @@ def check(folder: Path, device: str, dtype: str) -> dict:
     # the dtype's own noise: the plain model's steps against its whole sequence at once
     noise = relative(plain_steps, teacher_forced(plain, tokenizer, theirs, device))
     result["plain_steps_against_plain_at_once_max"] = float(noise.max())
-    payload = sum(m.weight_icq_payload.numel() for m in linears)
+    payload = sum(m.payload.numel() for m in linears)
     resident = sum(b.numel() * b.element_size() for m in linears for b in m.buffers())
     result.update(linears=len(linears), payload_bytes=payload, linear_bytes_resident=resident,
                   resident_over_payload=resident / payload,
                   decoded_weights_kept=sum(m.decoded is not None for m in linears))  # fmt: skip
     if device == "cuda":
-        result["fused"] = all(m.weight_icq_payload.is_cuda for m in linears)
+        result["fused"] = all(m.payload.is_cuda and m.tensor_args for m in linears)
     del model, plain
     result["load_seconds_icq"] = load_seconds(folder / "icq", device, dtype)
     result["load_seconds_plain"] = load_seconds(folder / "original", device, dtype)
@@ -164,7 +164,7 @@ def check(folder: Path, device: str, dtype: str) -> dict:
 
 def llama8b(folder: Path, device: str, scale: int = 1) -> dict:
     """Directories of a Llama-3-8B-shaped model (random weights): bfloat16, and 2 bits where every
-    layer's linears share the payloads of one encoded layer (their pairs named for each layer).
+    layer's linears share the payloads of one encoded layer (their ICQ files named for each layer).
     ``scale`` divides every width and the layer count (a quick run of the same code)."""
     import transformers
 
@@ -206,29 +206,26 @@ def llama8b(folder: Path, device: str, scale: int = 1) -> dict:
     def bf16_bytes(array: np.ndarray) -> bytes:
         return torch.from_numpy(array).to(torch.bfloat16).view(torch.uint16).numpy().tobytes()
 
-    plain_entries, icq_entries, data = [], [], {}
+    plain_entries, icq_entries, plain_data, icq_data, dense = [], [], {}, {}, {}
     for name, shape in other.items():
         plain_entries.append((name, BF16, shape))
         icq_entries.append((name, BF16, shape))
-        data[name] = bf16_bytes(small[name])
+        plain_data[name] = icq_data[name] = bf16_bytes(small[name])
     quantized = []
     for i in range(layers):
         for module, (record, payload, chunk_log2, weights) in pairs.items():
             name = f"model.layers.{i}.{module}.weight"
             quantized.append(name)
             plain_entries.append((name, BF16, weights.shape))
-            data[name] = data.get(module) or data.setdefault(module, bf16_bytes(weights))
-            half, _ = annex.split(dataclasses.replace(record, name=name), payload, chunk_log2)
-            head, tail = annex.stored_names(name)
-            icq_entries += [(name, U8, (0,)), (head, U8, (len(half),)), (tail, U8, (len(payload),))]
-            data[head], data[tail] = half, payload
-    guards = set(quantized)
-    for entries, target, extra in ((plain_entries, bf16, {}), (icq_entries, icq, {
+            plain_data[name] = dense.get(module) or dense.setdefault(module, bf16_bytes(weights))
+            pieces = annex.stored_bytes(dataclasses.replace(record, name=name), payload, chunk_log2)
+            icq_data[name] = b"".join(bytes(p) for p in pieces)
+            icq_entries.append((name, U8, (len(icq_data[name]),)))
+    for entries, data, target, extra in ((plain_entries, plain_data, bf16, {}), (icq_entries, icq_data, icq, {
             "quantization_config": {"quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
                                     "annex_version": annex.ANNEX_VERSION, "quantized": sorted(quantized)}})):  # fmt: skip
-        stored = (lambda n: b"" if n in guards else data[n]) if target == icq else data.__getitem__
         with open(target / "model.safetensors", "wb") as out:
-            safetensors_format.write_file(out, entries, stored, {"format": "pt"})
+            safetensors_format.write_file(out, entries, data.__getitem__, {"format": "pt"})
         (target / "config.json").write_text(json.dumps({**config.to_dict(), "dtype": "bfloat16",
                                                         "architectures": ["LlamaForCausalLM"], **extra}))  # fmt: skip
     result = {"encode_one_layer_seconds": encode_seconds,

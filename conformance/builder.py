@@ -137,12 +137,6 @@ def safetensors(tensors: list[tuple[str, str, list[int], bytes]], metadata: dict
     return struct.pack("<Q", len(text)) + text + b"".join(t[3] for t in tensors)
 
 
-def cut(icq_file: bytes) -> tuple[bytes, bytes]:
-    """A one-tensor ICQ file cut at its data_offset: the header and payload halves of an annex pair."""
-    data_offset = int.from_bytes(icq_file[24:32], "little")
-    return icq_file[:data_offset], icq_file[data_offset:]
-
-
-def pair(name: str, icq_file: bytes) -> list[tuple[str, str, list[int], bytes]]:
-    header, payload = cut(icq_file)
-    return [(name + "_icq_header", "U8", [len(header)], header), (name + "_icq_payload", "U8", [len(payload)], payload)]
+def icq_tensor(name: str, icq_file: bytes) -> list[tuple[str, str, list[int], bytes]]:
+    """The stored tensor of an ICQ tensor under the annex: the U8 vector of its one-tensor ICQ file."""
+    return [(name, "U8", [len(icq_file)], icq_file)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from icqcodec.index_coding import encode_segment
 
-from .builder import Tensor, build, icq_params, pack, pair, patch, safetensors
+from .builder import Tensor, build, icq_params, icq_tensor, pack, patch, safetensors
 from .runner import expected_folder, vector_path
 
 HERE = Path(__file__).resolve().parent
@@ -501,69 +501,68 @@ def annex(v: Vectors) -> None:
     def st(*parts, metadata=None):
         return safetensors([t for part in parts for t in part], metadata)
 
-    add("valid", "pair", "annex 3", "one ICQ tensor as its header and payload halves", st(pair("w.weight", one)))
-    add("valid", "pair-and-plain", "annex 3, 6", "a pair between plain F32 and BF16 tensors: outputs in name order",
-        st([("a.bias", "F32", [4], bias)], pair("w.weight", one), [("z.norm", "BF16", [48], norm)]))  # fmt: skip
-    add("valid", "plain-before-pair-in-header", "annex 6",
-        "stored order is not output order: plain z first, then the pair of a",
-        st([("z", "F32", [4], bias)], pair("a", build([v.icq(name="a", kind=1, bits=3, dtype=BF16)]))))  # fmt: skip
-    add("valid", "pair-raw-coding", "annex 3", "a pair whose tensor has the raw coding",
-        st(pair("r", build([v.raw(name="r", dtype=F32, shape=(2, 3))]))))  # fmt: skip
-    add("valid", "pair-metadata-ignored", "annex 3, 5",
-        "metadata records in the pair's file and a __metadata__ map are informative",
-        st(pair("w", build([v.icq(name="w")], metadata=[(b"icq.encoder", b"x"), (b"user", b"y")])),
+    add("valid", "icq-tensor", "annex 3", "one ICQ tensor: a U8 vector holding its one-tensor ICQ file",
+        st(icq_tensor("w.weight", one)))  # fmt: skip
+    add("valid", "icq-and-plain", "annex 3, 6", "an ICQ tensor between plain F32 and BF16 tensors: name order",
+        st([("a.bias", "F32", [4], bias)], icq_tensor("w.weight", one), [("z.norm", "BF16", [48], norm)]))  # fmt: skip
+    add("valid", "plain-before-icq-in-header", "annex 6",
+        "stored order is not output order: plain z first, then the ICQ tensor a",
+        st([("z", "F32", [4], bias)], icq_tensor("a", build([v.icq(name="a", kind=1, bits=3, dtype=BF16)]))))  # fmt: skip
+    add("valid", "icq-raw-coding", "annex 3", "an ICQ tensor whose file holds a raw-coded tensor",
+        st(icq_tensor("r", build([v.raw(name="r", dtype=F32, shape=(2, 3))]))))  # fmt: skip
+    add("valid", "icq-metadata-ignored", "annex 3, 5",
+        "metadata records in the ICQ file and a __metadata__ map are informative",
+        st(icq_tensor("w", build([v.icq(name="w")], metadata=[(b"icq.encoder", b"x"), (b"user", b"y")])),
            metadata={"format": "pt", "icq.annex": "9.9"}))  # fmt: skip
-    add("valid", "pairs-two-chunk-sizes", "annex 3",
-        "two pairs with chunk_log2 12 and 16, the first body over one chunk",
-        st(pair("a", build([v.icq(name="a", rows=40, cols=1024)], chunk_log2=12)),
-           pair("b", build([v.icq(name="b")], chunk_log2=16))))  # fmt: skip
-    add("valid", "pair-with-guard", "annex 3, 4 rule 3", "a U8 tensor of shape [0] named N beside the pair: ignored",
-        st([("w.weight", "U8", [0], b"")], pair("w.weight", one)))  # fmt: skip
-    add("valid", "plain-only", "annex 3", "no pair: plain tensors only", st([("x", "F16", [2], b"\0\x3c\0\xbc")]))
-    header, payload = pair("w.weight", one)
+    add("valid", "icq-two-chunk-sizes", "annex 3",
+        "two ICQ tensors with chunk_log2 12 and 16, the first body over one chunk",
+        st(icq_tensor("a", build([v.icq(name="a", rows=40, cols=1024)], chunk_log2=12)),
+           icq_tensor("b", build([v.icq(name="b")], chunk_log2=16))))  # fmt: skip
+    add("valid", "plain-only", "annex 3", "no ICQ tensor: plain tensors only", st([("x", "F16", [2], b"\0\x3c\0\xbc")]))
+    add("valid", "plain-u8-without-magic", "annex 3", "a U8 vector that does not begin with the magic is plain",
+        st([("u", "U8", [9], b"\x89ICQ\r\n\x1a\x0b\0")]))  # fmt: skip
+    add("valid", "plain-u8-rank-2-with-magic", "annex 3", "a U8 matrix that begins with the magic is plain",
+        st([("u", "U8", [2, 4], b"\x89ICQ\r\n\x1a\n")]))  # fmt: skip
+    add("valid", "plain-u8-of-7-bytes", "annex 3", "a U8 vector of 7 bytes, the magic's first 7, is plain",
+        st([("u", "U8", [7], b"\x89ICQ\r\n\x1a")]))  # fmt: skip
     two = build([v.icq(name="w.weight"), v.raw(name="w.weight2")])
 
     def bad(name, section, description, data, category="corrupt"):
         add("invalid", name, section, description, data, category)
 
-    bad("missing-payload", "annex 4 rule 1", "a header half without its payload", st([header]))
-    bad("missing-header", "annex 4 rule 1", "a payload half without its header", st([payload]))
-    bad("header-not-u8", "annex 4 rule 2", "the header half stored as I8",
-        st([(header[0], "I8", header[2], header[3])], [payload]))  # fmt: skip
-    bad("payload-rank-2", "annex 4 rule 2", "the payload half of rank 2",
-        st([header], [(payload[0], "U8", [1, payload[2][0]], payload[3])]))  # fmt: skip
-    bad("plain-beside-pair", "annex 4 rule 3", "a plain F32 tensor of the pair's name N (not a guard)",
-        st([("w.weight", "F32", [4], bias)], pair("w.weight", one)))  # fmt: skip
-    bad("guard-of-one-byte", "annex 4 rule 3", "a U8 tensor of shape [1] named N beside the pair",
-        st([("w.weight", "U8", [1], b"\0")], pair("w.weight", one)))  # fmt: skip
-    bad("renamed-pair", "annex 4 rule 5", "the pair's tensor record is named other than N",
-        st(pair("v.weight", one)))  # fmt: skip
-    bad("two-records", "annex 4 rule 4", "the pair's file holds two tensor records", st(pair("w.weight", two)))
-    bad("zero-records", "annex 4 rule 4", "the pair's file holds no tensor record", st(pair("w.weight", build([]))))
-    bad("payload-short", "annex 4, 4", "the payload half one byte short",
-        st([header], [(payload[0], "U8", [payload[2][0] - 1], payload[3][:-1])]), "truncated")  # fmt: skip
-    bad("payload-long", "annex 4, 4", "a byte after the payload half's data section",
-        st([header], [(payload[0], "U8", [payload[2][0] + 1], payload[3] + b"\0")]))  # fmt: skip
-    bad("header-short", "annex 4 rule 2", "a header half of 40 bytes", st([(header[0], "U8", [40], header[3][:40])],
-        [payload]), "truncated")  # fmt: skip
-    flipped = bytearray(header[3])
+    bad(
+        "renamed",
+        "annex 4 rule 2",
+        "the ICQ file's tensor record is named other than N",
+        st(icq_tensor("v.weight", one)),
+    )
+    bad("two-records", "annex 4 rule 1", "the ICQ file holds two tensor records", st(icq_tensor("w.weight", two)))
+    bad("zero-records", "annex 4 rule 1", "the ICQ file holds no tensor record", st(icq_tensor("w.weight", build([]))))
+    bad("file-short", "annex 4, 4", "the ICQ file one byte short", st(icq_tensor("w.weight", one[:-1])), "truncated")
+    bad("file-long", "annex 4, 4", "a byte after the ICQ file's data section", st(icq_tensor("w.weight", one + b"\0")))
+    bad(
+        "magic-only",
+        "annex 3, 9.2",
+        "a U8 vector of the 8 magic bytes alone",
+        st(icq_tensor("w", one[:8])),
+        "truncated",
+    )
+    flipped = bytearray(one)
     flipped[70] ^= 1
-    bad("header-bit-flip", "annex 3, 4.4", "a flipped bit in the pair's directory",
-        st([(header[0], "U8", header[2], bytes(flipped))], [payload]), "checksum")  # fmt: skip
-    flipped = bytearray(payload[3])
-    flipped[3] ^= 0x10
-    bad("payload-bit-flip", "annex 3, 4.4", "a flipped bit in the pair's body",
-        st([header], [(payload[0], "U8", payload[2], bytes(flipped))]), "checksum")  # fmt: skip
-    bad("header-bad-magic", "annex 3, 4.1", "the header half does not start with the ICQ magic",
-        st([(header[0], "U8", header[2], b"\x89ICX" + header[3][4:])], [payload]), "bad-magic")  # fmt: skip
+    bad("directory-bit-flip", "annex 3, 4.4", "a flipped bit in the ICQ file's directory",
+        st(icq_tensor("w.weight", bytes(flipped))), "checksum")  # fmt: skip
+    flipped = bytearray(one)
+    flipped[int.from_bytes(one[24:32], "little") + 3] ^= 0x10
+    bad("payload-bit-flip", "annex 3, 4.4", "a flipped bit in the ICQ tensor's body",
+        st(icq_tensor("w.weight", bytes(flipped))), "checksum")  # fmt: skip
     bad("not-safetensors", "annex 6", "a file that is not safetensors", b"\x10\0\0\0\0\0\0\0{not json}     ")
     bad("safetensors-offsets", "annex 6", "a plain tensor whose data offsets do not match its shape",
         safetensors([("x", "F32", [3], bias)]))  # fmt: skip
     fut = build([v.icq(name="w")], features=[(0x10, 1, b"needs support")], minor=1)
-    add("future", "pair-required-feature", "annex 5, 4.2.1", "the pair's file holds an unknown required feature",
-        st(pair("w", fut)), "unsupported-feature")  # fmt: skip
-    add("future", "pair-major-2", "annex 5, 4.1", "the pair's file is of format version 2.0",
-        st(pair("w", patch(build([v.icq(name="w")]), 8, b"\2\0"))), "unsupported-version")  # fmt: skip
+    add("future", "icq-required-feature", "annex 5, 4.2.1", "the ICQ file holds an unknown required feature",
+        st(icq_tensor("w", fut)), "unsupported-feature")  # fmt: skip
+    add("future", "icq-major-2", "annex 5, 4.1", "the ICQ file is of format version 2.0",
+        st(icq_tensor("w", patch(build([v.icq(name="w")]), 8, b"\2\0"))), "unsupported-version")  # fmt: skip
 
 
 def generate() -> Vectors:

@@ -62,18 +62,16 @@ def cupy_output(data: bytes, path: Path, name: str, array):
     """A CuPy decoder's output as numpy, of the record's dtype (CuPy has no bfloat16)."""
     import cupy
 
-    from icqcodec import annex_safetensors, dtypes, safetensors_format
+    from icqcodec import dtypes, safetensors_format
     from icqcodec.container import bytes_reader, read_header
 
     if path.suffix == ".safetensors":
         stored = safetensors_format.read_file(path)
         try:
-            halves = [stored.read(half) for half in annex_safetensors.stored_names(name)]
+            data = stored.read(name)  # the ICQ tensor's own one-tensor file
         finally:
             stored.close()
-        record = annex_safetensors.open_pair(name, *halves)[0].by_name[name]
-    else:
-        record = read_header(*bytes_reader(data)).by_name[name]
+    record = read_header(*bytes_reader(data)).by_name[name]
     return cupy.asnumpy(array).view(dtypes.numpy_dtype(record.dtype))
 
 

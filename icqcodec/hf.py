@@ -3,10 +3,9 @@
 ``import icqcodec.hf`` registers the ``icq`` quantization config and quantizer with transformers.
 Then ``AutoModelForCausalLM.from_pretrained(DIR, device_map=...)`` of a directory that ``icqcodec
 export-hf`` wrote builds every linear layer that ``quantization_config.quantized`` names as an
-:class:`IcqModelLinear`, whose buffers are its annex pair (``weight_icq_header``,
-``weight_icq_payload``, spec/icq-safetensors.md) exactly as stored: every pair is checked whole
-(checksums, every rule of the format) when loading ends, and ``save_pretrained`` writes the pairs
-back byte for byte. ``model.dequantize()`` gives a plain float model with the decoders' exact bits.
+:class:`IcqModelLinear`, whose buffer ``weight`` is the weight's stored ICQ tensor exactly as stored
+(a one-tensor ICQ file, spec/icq-safetensors.md), checked when loading ends; ``save_pretrained``
+writes it back byte for byte. ``model.dequantize()`` gives a plain float model with the decoders' exact bits.
 
 On CUDA, with CuPy, float16 and bfloat16 activations run through the fused kernels of
 :mod:`icqcodec.torch` from the payload (nothing more than the payload and 8 bytes per row segment
@@ -35,7 +34,6 @@ from .torch import FUSED_DTYPES, linear
 __all__ = ["IcqConfig", "IcqHfQuantizer", "IcqModelLinear"]
 
 WEIGHT = "weight"
-HEADER_BUFFER, PAYLOAD_BUFFER = (WEIGHT + suffix for suffix in (annex.HEADER_SUFFIX, annex.PAYLOAD_SUFFIX))
 
 
 @register_quantization_config(QUANT_METHOD)
@@ -57,65 +55,69 @@ class IcqConfig(QuantizationConfigMixin):
 
 
 class IcqModelLinear(torch.nn.Module):
-    """A linear layer of an icq model directory: the annex pair of its weight as uint8 buffers,
-    checked and laid out for the kernels by :meth:`prepare` once they are loaded."""
+    """A linear layer of an icq model directory: its weight's stored ICQ tensor (annex section 3: a
+    one-tensor ICQ file) as the uint8 buffer ``weight``, checked and laid out for the kernels by
+    :meth:`prepare` once it is loaded."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, tensor_name: str) -> None:
         super().__init__()
         self.in_features, self.out_features, self.tensor_name = in_features, out_features, tensor_name
-        self.register_buffer(WEIGHT, torch.empty(0, dtype=torch.uint8))  # the pair's guard (annex rule 3)
-        self.register_buffer(HEADER_BUFFER, torch.empty(0, dtype=torch.uint8))
-        self.register_buffer(PAYLOAD_BUFFER, torch.empty(0, dtype=torch.uint8))
+        self.register_buffer(WEIGHT, torch.empty(0, dtype=torch.uint8))
         self.register_buffer("starts", torch.zeros(1, dtype=torch.int64), persistent=False)
-        self.bias = torch.nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
+        self.bias = torch.nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False) if bias else None
         self.layout: Layout | None = None  # its payload left empty: the buffer holds it
+        self.payload: torch.Tensor | None = None  # a view of the buffer: where the kernels read
         self.tensor_args: list[int] = []
         self.decoded: torch.Tensor | None = None
 
     def prepare(self) -> None:
-        """Check the pair (FormatError or InputError naming the tensor) and lay it out for where its
-        payload is: on a GPU checked whole, by the GPU decoder over the buffer already there, before
-        any kernel reads it; on the CPU its fixed header and directory, the first call's decode
-        (which the CPU path needs anyway) checking the rest."""
-        header, payload = getattr(self, HEADER_BUFFER), getattr(self, PAYLOAD_BUFFER)
-        if header.numel() == 0 or payload.numel() == 0 or header.is_meta or payload.is_meta:
-            raise InputError(f"tensor {self.tensor_name!r}: its payload is missing from the checkpoint")
-        parsed, read_at = annex.open_pair(self.tensor_name, header.cpu().numpy().data, payload.cpu().numpy().data)
+        """Check the ICQ tensor (FormatError or InputError naming it) and lay it out for where it is:
+        on a GPU checked whole, by the GPU decoder over the buffer already there, before any kernel
+        reads it; on the CPU its fixed header and directory, the first call's decode (which the CPU
+        path needs anyway) checking the rest."""
+        stored = getattr(self, WEIGHT)
+        if stored.is_meta or stored.numel() == 0:
+            raise InputError(f"tensor {self.tensor_name!r} is missing from the checkpoint")
+        if stored.dtype != torch.uint8 or stored.dim() != 1:
+            raise InputError(f"tensor {self.tensor_name!r} is {stored.dtype} of shape {tuple(stored.shape)}, not an "
+                             "ICQ tensor (a uint8 vector)")  # fmt: skip
+        parsed, read_at = annex.open_stored(self.tensor_name, stored.cpu().numpy().data)
         record = parsed.tensors[0]
         if record.coding != CODING_ICQ or (record.rows, record.cols) != (self.out_features, self.in_features):
             shape = record.shape if record.coding == CODING_ICQ else f"{record.shape}, stored raw"
             raise InputError(f"tensor {self.tensor_name!r} has shape {shape}; the model's config gives "
                              f"({self.out_features}, {self.in_features})")  # fmt: skip
-        if payload.is_cuda and _cupy_available():
+        payload = stored[parsed.data_offset :]
+        if stored.is_cuda and _cupy_available():
             layout = layout_of(parsed, record, read_at, backend="cupy", device_data=_cupy_view(payload),
                                keep_payload=False)  # fmt: skip
             self.tensor_args = list(layout.arguments)
-            self.starts = torch.from_numpy(layout.starts.copy()).to(payload.device)
+            self.starts = torch.from_numpy(layout.starts.copy()).to(stored.device)
         else:
             layout = Layout(record, parsed.chunk_log2, np.empty(0, np.uint8), np.zeros(1, np.int64))
             self.tensor_args = []  # no kernel reads this payload until it is laid out on a GPU
-        self.layout = layout
-        self.decoded = None
+        self.layout, self.payload, self.decoded = layout, payload, None
 
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
     def dequantize(self) -> torch.Tensor:
         """The weight as the decoders give it (the file's output dtype, exact bits), on this device."""
-        payload = getattr(self, PAYLOAD_BUFFER)
-        array = dataclasses.replace(self.layout, payload=payload.cpu().numpy()).decode()
+        array = dataclasses.replace(self.layout, payload=self.payload.cpu().numpy()).decode()
         if self.layout.record.dtype == dtypes.BFLOAT16:
             tensor = torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(array))
-        return tensor.to(payload.device)
+        return tensor.to(self.payload.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout is None:
             raise RuntimeError(f"{self.tensor_name}: not prepared (load the model with from_pretrained)")
         flat = x.reshape(-1, self.in_features)
+        if self.payload.device != getattr(self, WEIGHT).device:
+            self.prepare()  # moved since it was prepared
         if x.is_cuda and x.dtype in FUSED_DTYPES and _cupy_available():
-            if not self.tensor_args or self.starts.device != getattr(self, PAYLOAD_BUFFER).device:
-                self.prepare()  # moved to a GPU after loading: checked whole before the kernels read it
-            y = linear(flat, getattr(self, PAYLOAD_BUFFER), self.starts, self.tensor_args, self.bias)
+            if not self.tensor_args:
+                self.prepare()  # checked whole before the kernels read it
+            y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
         else:
             if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
                 self.decoded = self.dequantize().to(device=x.device, dtype=x.dtype)
@@ -148,27 +150,32 @@ def _cupy_available() -> bool:
 @register_quantizer(QUANT_METHOD)
 class IcqHfQuantizer(HfQuantizer):
     """Builds the named linear layers as :class:`IcqModelLinear` before the weights load, and checks
-    and lays out every pair after."""
+    and lays out every ICQ tensor after."""
 
     requires_calibration = True  # loads directories that are already coded, never quantizes
 
+    def __init__(self, quantization_config, **kwargs) -> None:
+        super().__init__(quantization_config, **kwargs)
+        self.quantized = set(quantization_config.quantized)
+
     def param_needs_quantization(self, model, param_name: str, **kwargs) -> bool:
-        return param_name.endswith((annex.HEADER_SUFFIX, annex.PAYLOAD_SUFFIX))
+        """The ICQ tensors' shapes are their files' lengths, not the layers' weights'."""
+        return param_name in self.quantized
 
     def _process_model_before_weight_loading(self, model, **kwargs):
+        modules = dict(model.named_modules())
         for name in self.quantization_config.quantized:
             path = name[: -len("." + WEIGHT)]
-            try:
-                module = model.get_submodule(path)
-            except AttributeError:
-                raise InputError(f"tensor {name!r} is ICQ-coded but the model has no module {path!r}") from None
+            module = modules.get(path)
+            if module is None:
+                raise InputError(f"tensor {name!r} is ICQ-coded but the model has no module {path!r}")
             if not isinstance(module, torch.nn.Linear):
                 raise InputError(f"tensor {name!r} is ICQ-coded but {path!r} is a {type(module).__name__}, not a "
                                  "linear layer: only linear layers load from ICQ tensors")  # fmt: skip
             parent, _, child = path.rpartition(".")
-            with torch.device("meta"):
-                replacement = IcqModelLinear(module.in_features, module.out_features, module.bias is not None, name)
-            setattr(model.get_submodule(parent) if parent else model, child, replacement)
+            # its buffers are empty until the checkpoint's tensors replace them: no meta device needed
+            replacement = IcqModelLinear(module.in_features, module.out_features, module.bias is not None, name)
+            setattr(modules[parent], child, replacement)
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):

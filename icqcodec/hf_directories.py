@@ -18,7 +18,15 @@ from pathlib import Path
 from . import annex_safetensors as annex
 from . import dtypes, safetensors_format
 from .atomic import atomic_directory, atomic_output
-from .constants import CODING_ICQ, DEFAULT_CHUNK_LOG2, FORMAT_MAJOR
+from .constants import (
+    CODING_ICQ,
+    DATA_ALIGNMENT,
+    DEFAULT_CHUNK_LOG2,
+    FIXED_HEADER_SIZE,
+    FORMAT_MAJOR,
+    MAGIC,
+    MAX_DIRECTORY_SIZE,
+)
 from .container import TensorRecord, bytes_reader, crc32c, read_header, tensor_layout
 from .container_writer import StreamWriter, build_payload
 from .encode import EncodeOptions, encode_tensor
@@ -104,9 +112,9 @@ def _icq_files(source: Path) -> list[Path]:
     return [source]
 
 
-def _stored_tensors(icq: safe_open) -> list[tuple[str, list[_Stored]]]:
-    """The stored tensors of one .icq file, by tensor: an ICQ tensor's guard and pair, a raw
-    tensor as a plain one."""
+def _stored_tensors(icq: safe_open) -> list[_Stored]:
+    """The stored tensors of one .icq file: each ICQ tensor as the U8 vector of its one-tensor ICQ
+    file, each raw tensor as a plain one."""
     out = []
     header = icq.header
     for record in header.tensors:
@@ -114,38 +122,33 @@ def _stored_tensors(icq: safe_open) -> list[tuple[str, list[_Stored]]]:
             body = Payload(header, record, icq.read_at)
             body.verify_all()  # nothing unverified leaves the file
             start = header.data_offset + record.offset
-            half, payload = annex.split(record, icq.read_at(start, record.size), header.chunk_log2)
-            names = annex.stored_names(record.name)
-            out.append((record.name, [
-                _Stored(record.name, annex.U8, (0,), 0, lambda: b""),  # the guard: plain loaders refuse it
-                _Stored(names[0], annex.U8, (len(half),), len(half), lambda half=half: half),
-                _Stored(names[1], annex.U8, (record.size,), record.size, lambda p=payload: p)]))  # fmt: skip
+            pieces = annex.stored_bytes(record, icq.read_at(start, record.size), header.chunk_log2)
+            size = sum(len(memoryview(p)) for p in pieces)
+            out.append(_Stored(record.name, annex.U8, (size,), size, lambda pieces=pieces: b"".join(pieces)))
         else:
             size = record.elements * dtypes.item_size(record.dtype)
             array = lambda name=record.name: icq.get_tensor(name).reshape(-1).view("uint8").data  # noqa: E731
-            out.append((record.name, [_Stored(record.name, record.dtype, record.shape, size, array)]))
+            out.append(_Stored(record.name, record.dtype, record.shape, size, array))
     return out
 
 
-def _shards(units: list[list[_Stored]], max_bytes: int) -> list[list[_Stored]]:
-    """Consecutive groups of at most ``max_bytes``, each tensor's stored tensors in one (a larger
-    tensor alone)."""
+def _shards(stored: list[_Stored], max_bytes: int) -> list[list[_Stored]]:
+    """Consecutive groups of at most ``max_bytes`` (a larger tensor alone)."""
     shards: list[list[_Stored]] = [[]]
     used = 0
-    for unit in units:
-        size = sum(t.size for t in unit)
-        if shards[-1] and used + size > max_bytes:
+    for tensor in stored:
+        if shards[-1] and used + tensor.size > max_bytes:
             shards.append([])
             used = 0
-        shards[-1].extend(unit)
-        used += size
+        shards[-1].append(tensor)
+        used += tensor.size
     return shards
 
 
 def export_hf(source: Path, target: Path, *, config_from: Path | None = None, max_shard_bytes: int = MAX_SHARD_BYTES,
               force: bool = False, progress: Progress | None = None) -> list[Path]:  # fmt: skip
     """Write the model directory ``target`` from a .icq file (or a sharded .icq checkpoint): its ICQ
-    tensors as annex pairs, its raw tensors as plain ones, ``config.json`` from ``config_from`` (by
+    tensors as the annex stores them (a U8 vector of a one-tensor ICQ file each), its raw tensors as plain ones, ``config.json`` from ``config_from`` (by
     default the source's directory) with the ``quantization_config``, and the model's tokenizer and
     generation files. Returns the files written."""
     files = _icq_files(source)
@@ -155,20 +158,20 @@ def export_hf(source: Path, target: Path, *, config_from: Path | None = None, ma
     config = read_config(config_dir)
     opened = [safe_open(path) for path in files]
     try:
-        units = sorted((unit for icq in opened for unit in _stored_tensors(icq)), key=lambda u: u[0].encode("utf-8"))
-        names = [name for name, _ in units]
+        stored = sorted((t for icq in opened for t in _stored_tensors(icq)), key=lambda t: t.name.encode("utf-8"))
+        names = [t.name for t in stored]
         duplicate = next((a for a, b in zip(names, names[1:], strict=False) if a == b), None)
         if duplicate is not None:
             raise InputError(f"{source}: tensor {duplicate!r} is in more than one shard")
-        stored = [tensor for _, unit in units for tensor in unit]
         chunk_logs = {icq.header.chunk_log2 for icq in opened}
-        quantized = [name for name, unit in units if len(unit) > 1]
+        quantized = [r.name for icq in opened for r in icq.header.tensors if r.coding == CODING_ICQ]
+        quantized.sort(key=lambda n: n.encode("utf-8"))
         config["quantization_config"] = {
             "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION, "annex_version": annex.ANNEX_VERSION,
             "chunk_log2": chunk_logs.pop() if len(chunk_logs) == 1 else None,
             "metadata": opened[0].metadata(), "quantized": quantized,
         }  # fmt: skip
-        groups = _shards([unit for _, unit in units], max_shard_bytes)
+        groups = _shards(stored, max_shard_bytes)
         shard_names = [SINGLE] if len(groups) == 1 else [
             f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]  # fmt: skip
         written = []
@@ -177,7 +180,7 @@ def export_hf(source: Path, target: Path, *, config_from: Path | None = None, ma
                 by_name = {t.name: t for t in group}
 
                 def data(name: str, by_name=by_name):
-                    if progress and not name.endswith(annex.PAYLOAD_SUFFIX):
+                    if progress:
                         progress(name)
                     return by_name[name].data()
 
@@ -232,42 +235,46 @@ def _open_shards(directory: Path) -> dict[str, tuple[safetensors_format.StoredFi
     return found
 
 
-def _pair_record(name: str, header: bytes, payload_size: int) -> tuple[TensorRecord, int]:
-    """The record and ``chunk_log2`` of a pair from its header half alone (annex rules 4 and 5)."""
-    read_at, _ = bytes_reader(header)
-    parsed = read_header(read_at, len(header) + payload_size)
-    annex.check_pair_header(name, parsed)
+def _icq_record(name: str, stored: safetensors_format.StoredFile) -> tuple[TensorRecord, int] | None:
+    """The record and ``chunk_log2`` of an ICQ tensor from its fixed header and directory alone
+    (the annex's rules checked), or None for a plain tensor."""
+    entry = stored.entries[name]
+    if not annex.is_icq_tensor(entry.dtype, entry.shape, stored.read(name, 0, len(MAGIC))):
+        return None
+    fixed = bytes(stored.read(name, 0, FIXED_HEADER_SIZE))
+    directory_size = int.from_bytes(fixed[16:24], "little") if len(fixed) == FIXED_HEADER_SIZE else 0
+    head = bytes(stored.read(name, 0, FIXED_HEADER_SIZE + min(directory_size, MAX_DIRECTORY_SIZE)))
+    parsed = read_header(bytes_reader(head)[0], entry.size)
+    annex.check_file_header(name, parsed)
     return parsed.tensors[0], parsed.chunk_log2
 
 
 def import_hf(source: Path, target: Path, *, force: bool = False, progress: Progress | None = None) -> None:
-    """Write one .icq file from an icq model directory: each pair's record and payload as they are
-    (its chunk table rebuilt only where the directory's pairs differ in ``chunk_log2``), each plain
-    tensor losslessly (raw coding), the metadata from ``quantization_config.metadata``."""
+    """Write one .icq file from an icq model directory: each ICQ tensor's record and payload as they
+    are (its chunk table rebuilt only where the directory's tensors differ in ``chunk_log2``), each
+    plain tensor losslessly (raw coding), the metadata from ``quantization_config.metadata``."""
     quantization = check_quantization_config(read_config(source).get("quantization_config"), str(source / CONFIG))
     found = _open_shards(source)
     try:
-        pairs = annex.find_pairs({name: (entry.dtype, entry.shape) for name, (_, entry) in found.items()})
-        halves = {half for pair in pairs.values() for half in pair}
-        plain = [name for name in found if name not in halves and name not in pairs]  # not the guards
         records, chunk_logs = {}, {}
-        for name, (head, payload) in pairs.items():
-            stored, _ = found[head]
-            record, chunk_logs[name] = _pair_record(name, bytes(stored.read(head)), found[payload][1].size)
-            records[name] = record
-        for name in plain:
-            entry = found[name][1]
-            records[name] = TensorRecord(name, entry.dtype, entry.dtype, 0, entry.shape)
+        for name, (stored, entry) in found.items():
+            coded = _icq_record(name, stored)
+            if coded is None:
+                records[name] = TensorRecord(name, entry.dtype, entry.dtype, 0, entry.shape)
+            else:
+                records[name], chunk_logs[name] = coded
         chunk_log2 = quantization.get("chunk_log2") or DEFAULT_CHUNK_LOG2
         order = sorted(records, key=lambda n: n.encode("utf-8"))
         with atomic_output(target, force) as out:
             writer = StreamWriter(out, [records[n] for n in order], dict(quantization.get("metadata", {})),
                                   chunk_log2=chunk_log2)  # fmt: skip
             for name in order:
-                if name in pairs:
-                    head, tail = pairs[name]
-                    payload = bytes(found[tail][0].read(tail))
-                    record = annex.verify_pair(name, bytes(found[head][0].read(head)), payload)
+                stored, entry = found[name]
+                if name in chunk_logs:
+                    data = bytes(stored.read(name))
+                    record = annex.verify_stored(name, data)
+                    start = FIXED_HEADER_SIZE + int.from_bytes(data[16:24], "little")
+                    payload = data[-(-start // DATA_ALIGNMENT) * DATA_ALIGNMENT :]
                     if chunk_logs[name] != chunk_log2:
                         body = payload[: tensor_layout(record, chunk_logs[name]).body_size]
                         table = chunk_table(body, chunk_log2)
@@ -275,7 +282,6 @@ def import_hf(source: Path, target: Path, *, force: bool = False, progress: Prog
                         record = replace(record, table_crc=crc32c(table))
                     writer.add(record, payload)
                 else:
-                    stored, entry = found[name]
                     record, sections = encode_tensor(name, stored.array(name), EncodeOptions(), coding="raw")
                     built, table_crc = build_payload(record, sections, chunk_log2)
                     writer.add(replace(record, table_crc=table_crc), built)

@@ -48,11 +48,14 @@ class StoredFile:
     entries: dict[str, Entry]
     metadata: dict[str, str]
 
-    def read(self, name: str) -> bytearray:
+    def read(self, name: str, start: int = 0, size: int | None = None) -> bytearray:
+        """The tensor's bytes, or ``size`` of them from ``start`` (clipped to the tensor)."""
         entry = self.entries[name]
-        data = bytearray(entry.size)
-        self.handle.seek(entry.offset)
-        if self.handle.readinto(data) != entry.size:
+        start = min(start, entry.size)
+        size = entry.size - start if size is None else min(size, entry.size - start)
+        data = bytearray(size)
+        self.handle.seek(entry.offset + start)
+        if self.handle.readinto(data) != size:
             raise ValueError(f"tensor {name!r} is truncated")
         return data
 

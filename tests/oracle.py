@@ -119,20 +119,18 @@ SAFETENSORS = {"BOOL": 0, "I8": 1, "I16": 2, "I32": 3, "I64": 4, "U8": 5, "U16":
 
 def decode_safetensors(data: bytes) -> list[tuple[str, str, list[int], bytes]]:
     """Every tensor of a valid safetensors file under the annex (spec/icq-safetensors.md): plain
-    ones as stored, each ``N_icq_header`` + ``N_icq_payload`` pair joined and decoded; by name bytes."""
+    ones as stored; each U8 vector that begins with the ICQ magic decoded as the ICQ file it is; by
+    the names' bytes."""
     import json
 
     (length,) = struct.unpack_from("<Q", data)
     header = json.loads(data[8 : 8 + length])
     header.pop("__metadata__", None)
-    stored = {name: (e["dtype"], e["shape"], data[8 + length + e["data_offsets"][0] : 8 + length + e["data_offsets"][1]])
-              for name, e in header.items()}  # fmt: skip
     out = {}
-    for name, (dtype, shape, raw) in stored.items():
-        if name.endswith("_icq_header"):
-            base = name[: -len("_icq_header")]
-            (decoded,) = decode(raw + stored[base + "_icq_payload"][2])
-            out[base] = decoded
-        elif not name.endswith("_icq_payload") and name + "_icq_header" not in stored:  # not a guard
-            out[name] = (name, NAMES[SAFETENSORS[dtype]], shape, raw)
+    for name, entry in header.items():
+        raw = data[8 + length + entry["data_offsets"][0] : 8 + length + entry["data_offsets"][1]]
+        if entry["dtype"] == "U8" and len(entry["shape"]) == 1 and raw[:8] == b"\x89ICQ\r\n\x1a\n":
+            (out[name],) = decode(raw)
+        else:
+            out[name] = (name, NAMES[SAFETENSORS[entry["dtype"]]], entry["shape"], raw)
     return [out[name] for name in sorted(out, key=lambda n: n.encode("utf-8"))]

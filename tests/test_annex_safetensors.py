@@ -1,5 +1,6 @@
-"""ICQ tensors in safetensors files (spec/icq-safetensors.md): pairs cut from one-tensor ICQ files
-decode to the file's bits, and every rule of the annex is enforced with its category."""
+"""ICQ tensors in safetensors files (spec/icq-safetensors.md): a U8 vector holding a one-tensor ICQ
+file decodes to that file's bits, which stored tensors are ICQ tensors follows the magic, and the
+annex's rules are enforced with their categories."""
 
 import numpy as np
 import pytest
@@ -9,17 +10,16 @@ from icqcodec import annex_safetensors as annex
 from icqcodec import safetensors_format
 from icqcodec.container import bytes_reader, read_header
 
-F32, U8, I8 = (safetensors_format.DTYPES[n] for n in ("F32", "U8", "I8"))
+F32, U8 = (safetensors_format.DTYPES[n] for n in ("F32", "U8"))
 
 
-def one_tensor(name: str, array: np.ndarray, **options) -> tuple[bytes, bytes]:
+def stored(name: str, array: np.ndarray, **options) -> bytes:
     data = icqcodec.save({name: array}, **options)
     read_at, size = bytes_reader(data)
     header = read_header(read_at, size)
     record = header.tensors[0]
-    half, payload = annex.split(record, bytes(read_at(header.data_offset, record.size)), header.chunk_log2)
-    assert len(half) % 256 == 0 and bytes(payload) == bytes(read_at(header.data_offset, record.size))
-    return half, bytes(payload)
+    pieces = annex.stored_bytes(record, read_at(header.data_offset, record.size), header.chunk_log2)
+    return b"".join(bytes(p) for p in pieces)
 
 
 def write(path, tensors: dict[str, np.ndarray]) -> None:
@@ -29,54 +29,48 @@ def write(path, tensors: dict[str, np.ndarray]) -> None:
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_a_pair_decodes_to_the_files_bits(rng, bits):
+def test_a_stored_icq_tensor_decodes_to_the_files_bits(rng, bits):
     weights = rng.standard_t(4, size=(33, 300)).astype(np.float32)
-    data = icqcodec.save({"m.weight": weights}, bits=bits)
-    header, payload = one_tensor("m.weight", weights, bits=bits)
+    data = stored("m.weight", weights, bits=bits)
+    expected = icqcodec.load(icqcodec.save({"m.weight": weights}, bits=bits))["m.weight"]
     for backend in ("numba", "reference"):
-        assert annex.decode_pair("m.weight", header, payload, backend=backend).tobytes() == \
-            icqcodec.load(data)["m.weight"].tobytes()  # fmt: skip
+        assert annex.decode_stored("m.weight", data, backend=backend).tobytes() == expected.tobytes()
+    assert annex.verify_stored("m.weight", data).shape == (33, 300)
 
 
-def test_load_file_gives_plain_tensors_and_pairs_in_name_order(rng, tmp_path):
+def test_load_file_gives_plain_and_icq_tensors_in_name_order(rng, tmp_path):
     weights = rng.standard_normal((8, 64)).astype(np.float32)
-    header, payload = one_tensor("b.weight", weights)
-    head, pay = annex.stored_names("b.weight")
-    stored = {"c": np.arange(3, dtype=np.float32), head: np.frombuffer(header, np.uint8),
-              pay: np.frombuffer(payload, np.uint8), "a": np.ones(2, np.float32)}  # fmt: skip
-    write(tmp_path / "m.safetensors", stored)
+    tensors = {"c": np.arange(3, dtype=np.float32), "b.weight": np.frombuffer(stored("b.weight", weights), np.uint8),
+               "a": np.ones(2, np.float32), "u": np.frombuffer(b"\x89ICQ\r\n\x1a\x0b", np.uint8)}  # fmt: skip
+    write(tmp_path / "m.safetensors", tensors)
     loaded = annex.load_file(tmp_path / "m.safetensors")
-    assert list(loaded) == ["a", "b.weight", "c"]
+    assert list(loaded) == ["a", "b.weight", "c", "u"]
     assert np.array_equal(loaded["b.weight"], icqcodec.load(icqcodec.save({"b.weight": weights}))["b.weight"])
-    assert loaded["c"].tobytes() == stored["c"].tobytes()
+    assert loaded["c"].tobytes() == tensors["c"].tobytes() and loaded["u"].tobytes() == tensors["u"].tobytes()
 
 
-def test_the_rules_of_the_pairs():
-    pairs = annex.find_pairs({"w_icq_header": (U8, (256,)), "w_icq_payload": (U8, (90,)), "x": (F32, (2,))})
-    assert pairs == {"w": ("w_icq_header", "w_icq_payload")}
-    with pytest.raises(icqcodec.CorruptStreamError, match="'w_icq_payload' is missing"):
-        annex.find_pairs({"w_icq_header": (U8, (256,))})
-    with pytest.raises(icqcodec.CorruptStreamError, match="'w_icq_header' is missing"):
-        annex.find_pairs({"w_icq_payload": (U8, (256,))})
-    with pytest.raises(icqcodec.CorruptStreamError, match="I8 of shape"):
-        annex.find_pairs({"w_icq_header": (I8, (256,)), "w_icq_payload": (U8, (9,))})
-    with pytest.raises(icqcodec.CorruptStreamError, match="not a U8 tensor of rank 1"):
-        annex.find_pairs({"w_icq_header": (U8, (256,)), "w_icq_payload": (U8, (3, 3))})
-    with pytest.raises(icqcodec.CorruptStreamError, match="both plain and as an ICQ pair"):
-        annex.find_pairs({"w_icq_header": (U8, (256,)), "w_icq_payload": (U8, (9,)), "w": (F32, (2,))})
-    with pytest.raises(icqcodec.TruncatedError, match="shorter than a fixed header"):
-        annex.find_pairs({"w_icq_header": (U8, (63,)), "w_icq_payload": (U8, (9,))})
+def test_which_stored_tensors_are_icq_tensors():
+    magic = b"\x89ICQ\r\n\x1a\n"
+    assert annex.is_icq_tensor(U8, (300,), magic + b"rest")
+    assert not annex.is_icq_tensor(U8, (300,), magic[:7] + b"\0")
+    assert not annex.is_icq_tensor(U8, (3, 100), magic)  # rank 2
+    assert not annex.is_icq_tensor(F32, (75,), magic)
+    assert not annex.is_icq_tensor(U8, (7,), magic[:7])
 
 
-def test_a_renamed_or_crossed_pair_is_corrupt(rng):
-    header, payload = one_tensor("a.weight", rng.standard_normal((4, 32)).astype(np.float32))
+def test_a_renamed_or_damaged_icq_tensor_is_refused(rng):
+    data = stored("a.weight", rng.standard_normal((4, 32)).astype(np.float32))
     with pytest.raises(icqcodec.CorruptStreamError, match="holds a tensor named 'a.weight'"):
-        annex.decode_pair("b.weight", header, payload)
-    other = one_tensor("a.weight", rng.standard_normal((4, 32)).astype(np.float32))[1]
+        annex.decode_stored("b.weight", data)
+    damaged = bytearray(data)
+    damaged[-20] ^= 1
     with pytest.raises(icqcodec.ChecksumError):
-        annex.decode_pair("a.weight", header, other)
+        annex.decode_stored("a.weight", bytes(damaged))
     with pytest.raises(icqcodec.TruncatedError):
-        annex.decode_pair("a.weight", header, payload[:-1])
+        annex.decode_stored("a.weight", data[:-1])
+    two = icqcodec.save({"a.weight": np.ones((4, 64), np.float32), "b": np.ones(2, np.float32)})
+    with pytest.raises(icqcodec.CorruptStreamError, match="holds 2 tensor records, not one"):
+        annex.decode_stored("a.weight", two)
 
 
 def test_a_file_that_is_not_safetensors_is_corrupt(tmp_path):

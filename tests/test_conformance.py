@@ -48,7 +48,7 @@ def test_backends_pass_every_vector(backend):
     assert failures == [] and passed == len(MANIFEST["vectors"])
 
 
-@pytest.mark.parametrize("only", ["codebook-3bit", "non-ascii-names", "truncated", "major-2", "pair"])
+@pytest.mark.parametrize("only", ["codebook-3bit", "non-ascii-names", "truncated", "major-2", "icq-tensor"])
 def test_external_decoder_contract(only):
     """The reference decoder behind the command-line contract (one process per vector, so a few)."""
     command = f"{sys.executable} -m conformance decode {{input}} {{output}}"

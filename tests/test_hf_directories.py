@@ -45,10 +45,9 @@ def test_export_then_import_gives_the_same_file(model_icq, tmp_path, max_shard_b
     assert quantization["annex_version"] == "1.0" and config["hidden_size"] == 64
     assert quantization["quantized"] == ["model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"]
     names = stored(tmp_path / "hf")
+    assert sorted(names) == sorted([*quantization["quantized"], "model.norm.weight"])  # one stored tensor each
     for name in quantization["quantized"]:
-        head, payload = annex.stored_names(name)
-        assert names[name][1:] == (annex.U8, (0,))  # the guard
-        assert names[head][0] == names[payload][0] == names[name][0]  # one shard holds a pair
+        assert names[name][1] == annex.U8 and len(names[name][2]) == 1  # a one-tensor ICQ file
     assert names["model.norm.weight"][1:] == (safetensors_format.DTYPES["F32"], (64,))
     sharded = (tmp_path / "hf" / "model.safetensors.index.json").exists()
     assert sharded == (max_shard_bytes < hf_directories.MAX_SHARD_BYTES)
@@ -87,15 +86,16 @@ def test_bad_directories_are_refused_naming_the_problem(model_icq, tmp_path):
         with pytest.raises(icqcodec.InputError, match=f"{key} is '{value}'.*upgrade icqcodec"):
             hf_directories.import_hf(tmp_path / "hf", tmp_path / "x.icq")
     config_path.write_text(json.dumps(config))
-    # a pair without its payload
+    # an ICQ tensor renamed in the checkpoint
     path = tmp_path / "hf" / "model.safetensors"
     opened = safetensors_format.read_file(path)
-    kept = [n for n in opened.entries if n != "model.layers.0.mlp.up_proj.weight_icq_payload"]
-    data = {n: bytes(opened.read(n)) for n in kept}
-    entries = {n: opened.entries[n] for n in kept}
+    data = {("model.layers.0.mlp.gate_proj.weight" if n.endswith("up_proj.weight") else n): bytes(opened.read(n))
+            for n in opened.entries}  # fmt: skip
+    entries = {("model.layers.0.mlp.gate_proj.weight" if n.endswith("up_proj.weight") else n): e
+               for n, e in opened.entries.items()}  # fmt: skip
     opened.close()
     with open(path, "wb") as out:
-        safetensors_format.write_file(out, [(n, entries[n].dtype, entries[n].shape) for n in kept], data.__getitem__)
-    with pytest.raises(icqcodec.CorruptStreamError, match="'model.layers.0.mlp.up_proj.weight_icq_payload' is missing"):
+        safetensors_format.write_file(out, [(n, e.dtype, e.shape) for n, e in entries.items()], data.__getitem__)
+    with pytest.raises(icqcodec.CorruptStreamError, match="'model.layers.0.mlp.gate_proj.weight' holds a tensor named"):
         hf_directories.import_hf(tmp_path / "hf", tmp_path / "x.icq")
     assert not (tmp_path / "x.icq").exists()

@@ -20,7 +20,7 @@ VECTORS = ROOT / "conformance" / "vectors" / "valid"
 
 def test_decodes_every_valid_vector_to_its_expected_bytes():
     manifest = json.loads((ROOT / "conformance" / "MANIFEST.json").read_text())
-    valid = [e["name"] for e in manifest["vectors"] if e["kind"] == "valid"]
+    valid = [e["name"] for e in manifest["vectors"] if e["kind"] == "valid" and "container" not in e]  # ICQ files
     for name in valid:
         tensors = reference.load((VECTORS / f"{name}.icq").read_bytes())
         expected = json.loads((VECTORS / f"{name}.expected" / "tensors.json").read_text())
