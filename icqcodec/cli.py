@@ -67,6 +67,24 @@ def _budget_options(command):
     return command
 
 
+def _segment_log2(ctx, param, value: int | None) -> int | None:
+    """``--segment COLUMNS``: a power of two from 16 to 2^24, as its log2."""
+    if value is None:
+        return None
+    if value < 16 or value > 1 << 24 or value & (value - 1):
+        raise click.BadParameter(f"{value} is not a power of two from 16 to 16777216")
+    return value.bit_length() - 1
+
+
+SEGMENT = click.option("--segment", "segment_log2", type=int, callback=_segment_log2, metavar="COLUMNS",
+                       help="Columns per segment of the outlier positions (a power of two from 16; default "
+                            "1024): a tensor-parallel shard of the columns must start on a segment boundary.")  # fmt: skip
+
+
+def _segment(segment_log2: int | None) -> dict:
+    return {} if segment_log2 is None else {"segment_log2": segment_log2}
+
+
 def _refuse_existing(*targets: Path | None, force: bool) -> None:
     """Before any work: an existing output file needs --force (a directory's files are checked as
     they are written)."""
@@ -113,9 +131,10 @@ def main(debug: bool) -> None:
               help="With --calibration: the order in which each row's codes are chosen.")  # fmt: skip
 @click.option("--damping", type=click.FloatRange(0, 1, min_open=True), default=DAMPING, show_default=True,
               help="With --calibration: added to H's diagonal, as a fraction of its mean.")  # fmt: skip
+@SEGMENT
 @_budget_options
 def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force, calibration, order,
-           damping, bpw, report) -> None:  # fmt: skip
+           damping, segment_log2, bpw, report) -> None:  # fmt: skip
     """Encode SOURCE (.safetensors, .npz, .npy, or a sharded checkpoint's index or directory) into
     TARGET (.icq, or a directory of .icq shards).
 
@@ -137,7 +156,8 @@ def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclu
         click.echo(f"wrote {target} ({target.stat().st_size:,} bytes)")
         return
     statistics = load_calibration(calibration, tensor_names(source)) if calibration else None
-    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping,
+                            **_segment(segment_log2))  # fmt: skip
     allocation = None
     if bpw is not None:
         allocation = plan_checkpoint(source, options, bpw, include=include, exclude=exclude, calibration=statistics,
@@ -266,16 +286,18 @@ def calibrate(model, stats, text, tokens, seq_len, device, diagonal_above, sensi
 @click.option("--dtype", type=OUTPUT_DTYPES, help="Output dtype of quantized tensors (default: the model's).")
 @click.option("--include", multiple=True, metavar="GLOB", help="Also quantize (without statistics) these tensors.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
+@SEGMENT
 @_budget_options
 @_calibration_options
-def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, bpw, report, text,
-             tokens, seq_len, device, diagonal_above) -> None:  # fmt: skip
+def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, segment_log2, bpw,
+             report, text, tokens, seq_len, device, diagonal_above) -> None:  # fmt: skip
     """Quantize MODEL into TARGET, one .icq file of its state dict: every decoder linear encoded with
     the statistics of its inputs in the model whose earlier layers are already quantized; the
     embeddings, the output head and the norms lossless unless --include names them."""
     llm = _llm()
     _refuse_existing(target, report, force=force)
-    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping,
+                            **_segment(segment_log2))  # fmt: skip
     loaded, windows = _windows(llm, model, text, tokens, seq_len, device)
     allocation = None
     if bpw is not None:

@@ -236,3 +236,21 @@ def test_a_budget_no_coding_meets_is_refused_before_any_output(tmp_path, rng, bu
     failing(tmp_path, ["encode", source, tmp_path / "out.icq", "--calibration", stats, "--bpw", budget], message)
     result = run("encode", source, tmp_path / "out.icq", "--bpw", budget, ok=False)
     assert re.search(r"possible: \d\.\d{4} to 32\.\d{4} bits/weight", result.output), result.output
+
+
+def test_encode_segment_sets_the_segment_of_every_quantized_tensor(tmp_path, rng):
+    from safetensors.numpy import save_file
+
+    import icqcodec
+
+    save_file({"w": rng.standard_normal((16, 1792)).astype(np.float32)}, str(tmp_path / "m.safetensors"))
+    done = CliRunner().invoke(main, ["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "m.icq"),
+                                     "--segment", "256"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with icqcodec.safe_open(tmp_path / "m.icq") as icq:
+        assert icq.record("w").params.segment_log2 == 8  # 1792 = 7 x 256 columns: 7 whole segments
+        assert json.loads(icq.metadata()["icq.encoder_options"])["segment_log2"] == 8
+    for bad in ("100", "8", str(1 << 25)):
+        refused = CliRunner().invoke(main, ["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "x.icq"),
+                                            "--segment", bad])  # fmt: skip
+        assert refused.exit_code == 2 and "is not a power of two from 16" in refused.output, bad
