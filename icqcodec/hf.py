@@ -24,12 +24,11 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from . import annex_safetensors as annex
-from . import dtypes
 from .constants import CODING_ICQ
 from .errors import InputError
 from .hf_directories import FORMAT_VERSION, QUANT_METHOD, check_quantization_config
 from .linear import Layout, layout_of
-from .torch import FUSED_DTYPES, linear
+from .torch import FUSED_DTYPES, decoded_tensor, linear
 
 __all__ = ["IcqConfig", "IcqHfQuantizer", "IcqModelLinear"]
 
@@ -101,12 +100,7 @@ class IcqModelLinear(torch.nn.Module):
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
     def dequantize(self) -> torch.Tensor:
         """The weight as the decoders give it (the file's output dtype, exact bits), on this device."""
-        array = dataclasses.replace(self.layout, payload=self.payload.cpu().numpy()).decode()
-        if self.layout.record.dtype == dtypes.BFLOAT16:
-            tensor = torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
-        else:
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-        return tensor.to(self.payload.device)
+        return decoded_tensor(dataclasses.replace(self.layout, payload=self.payload.cpu().numpy()), self.payload.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout is None:

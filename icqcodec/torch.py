@@ -20,7 +20,7 @@ from .encode import EncodeOptions, assemble, encode_tensor
 from .files import safe_open
 from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, layout_of, load_layout, rows_per_warp
 
-__all__ = ["IcqLinear"]
+__all__ = ["IcqLinear", "decoded_tensor", "linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS = 4  # index of rows in Layout.arguments
@@ -122,12 +122,7 @@ class IcqLinear(torch.nn.Module):
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
     def dequantize(self) -> torch.Tensor:
         """The weight as the decoders give it (the file's output dtype, exact bits), on this device."""
-        array = self.layout.decode()
-        if self.layout.record.dtype == dtypes.BFLOAT16:
-            tensor = torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
-        else:
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-        return tensor.to(self.payload.device)
+        return decoded_tensor(self.layout, self.payload.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -144,6 +139,17 @@ class IcqLinear(torch.nn.Module):
         p = self.layout.record.params
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={p.bits}, "
                 f"kind={p.kind}, outliers={p.outliers}, bias={self.bias is not None}")  # fmt: skip
+
+
+def decoded_tensor(layout: Layout, device) -> torch.Tensor:
+    """A layout's weight as the decoders give it, as a torch tensor on ``device`` (bfloat16 bit for
+    bit: numpy has none)."""
+    array = layout.decode()
+    if layout.record.dtype == dtypes.BFLOAT16:
+        tensor = torch.from_numpy(array.view(np.uint16).copy()).view(torch.bfloat16)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.to(device)
 
 
 def _device(device) -> torch.device:
