@@ -62,7 +62,7 @@ class IcqModelLinear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.tensor_name = in_features, out_features, tensor_name
         self.register_buffer(WEIGHT, torch.empty(0, dtype=torch.uint8))
-        self.register_buffer("starts", torch.zeros(1, dtype=torch.int64), persistent=False)
+        self.starts: torch.Tensor | None = None  # laid out with the payload, where it is (prepare)
         self.bias = torch.nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False) if bias else None
         self.layout: Layout | None = None  # its payload left empty: the buffer holds it
         self.payload: torch.Tensor | None = None  # a view of the buffer: where the kernels read
