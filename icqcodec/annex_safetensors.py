@@ -84,9 +84,8 @@ def load_file(path: str | os.PathLike, *, backend: str = "numba") -> dict[str, n
         result = {}
         for name in sorted(stored.entries, key=lambda n: n.encode("utf-8")):
             entry = stored.entries[name]
-            data = stored.read(name)
-            if is_icq_tensor(entry.dtype, entry.shape, data):
-                result[name] = decode_stored(name, data, backend=backend)
+            if is_icq_tensor(entry.dtype, entry.shape, stored.read(name, 0, len(MAGIC))):
+                result[name] = decode_stored(name, stored.read(name), backend=backend)
             else:
                 result[name] = stored.array(name)
         return result

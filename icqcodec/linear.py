@@ -21,7 +21,6 @@ from .bitstream import packed_size
 from .constants import CODING_ICQ
 from .container import Header, TensorRecord, bytes_reader, read_header, tensor_layout
 from .decode import decode_tensor
-from .payload import Payload
 from .payload_checks import segment_starts
 
 __all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels"]
@@ -62,21 +61,16 @@ class Layout:
         return decode_tensor(header, record, bytes_reader(self.payload)[0])
 
 
-def layout_of(header: Header, record: TensorRecord, read_at, *, backend: str | None = "numba", device_data=None,
+def layout_of(header: Header, record: TensorRecord, read_at, *, backend: str = "numba", device_data=None,
               keep_payload: bool = True) -> Layout:  # fmt: skip
     """Check an icq tensor of a file (its whole decode, by ``backend``) and lay it out; FormatError
-    if it is bad. With ``backend=None`` only its checksums are checked: for a caller that decodes
-    the tensor (which checks the rest) before any kernel reads it. ``device_data``: the data
-    section already on the GPU (``backend="cupy"``); ``keep_payload=False`` leaves the layout's
-    payload empty, for a caller that holds it elsewhere."""
+    if it is bad. ``device_data``: the data section already on the GPU (``backend="cupy"``);
+    ``keep_payload=False`` leaves the layout's payload empty, for a caller that holds it elsewhere."""
     if record.coding != CODING_ICQ:
         raise ValueError(f"tensor {record.name!r} is stored raw, not icq-coded; load it as a plain weight")
     if len(record.shape) != 2:
         raise ValueError(f"tensor {record.name!r} has shape {record.shape}; a linear layer needs a matrix")
-    if backend is None:
-        Payload(header, record, read_at).verify_all()
-    else:
-        decode_tensor(header, record, read_at, backend=backend, device_data=device_data)  # spec 9.2 step 9
+    decode_tensor(header, record, read_at, backend=backend, device_data=device_data)  # spec 9.2 step 9
     start = header.data_offset + record.offset
     payload = (
         np.frombuffer(bytes(read_at(start, record.size)), np.uint8).copy() if keep_payload else np.empty(0, np.uint8)
