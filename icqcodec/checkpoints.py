@@ -29,6 +29,7 @@ from .files import safe_open
 
 __all__ = [
     "plan_checkpoint",
+    "checkpoint_files",
     "encode_checkpoint",
     "decode_checkpoint",
     "Source",
@@ -271,9 +272,10 @@ def _convert_shards(index: Path, target: Path, force: bool, suffix: str, index_n
     return [target / n for n in sorted(shard_names.values())] + [target / index_name]
 
 
-def _source_files(source: Path) -> tuple[list[Path], set[str] | None]:
-    """The files of a checkpoint (one, or a sharded one's shards) and, if sharded, its tensor names."""
-    index = _shard_index(source, SAFETENSORS_INDEX)
+def checkpoint_files(source: Path, index_name: str = SAFETENSORS_INDEX) -> tuple[list[Path], set[str] | None]:
+    """The files of a checkpoint (one, or a sharded one's shards, given as its index or directory)
+    and, if sharded, its tensor names."""
+    index = _shard_index(source, index_name)
     if index is None:
         return [source], None
     weight_map = _read_index(index)[0]
@@ -282,7 +284,7 @@ def _source_files(source: Path) -> tuple[list[Path], set[str] | None]:
 
 def tensor_names(source: Path) -> set[str]:
     """The tensor names of a file or sharded checkpoint (to map an importance matrix onto)."""
-    names = _source_files(source)[1]
+    names = checkpoint_files(source)[1]
     if names is not None:
         return names
     opened = open_source(source)
@@ -298,7 +300,7 @@ def plan_checkpoint(source: Path, options: EncodeOptions, bpw: float, *, include
     """The coding of every tensor of a file or sharded checkpoint that would be quantized (by the
     default rule and ``include``/``exclude``), within ``bpw`` bits per weight (:mod:`icqcodec.budget`),
     with the ``calibration`` statistics where they exist."""
-    files, names = _source_files(source)
+    files, names = checkpoint_files(source)
 
     def quantized():
         for path in files:
@@ -326,7 +328,7 @@ def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dty
     (:func:`plan_checkpoint`), each tensor with its chosen coding. Returns the files written."""
     kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress, calibration=calibration,
                   allocation=allocation)  # fmt: skip
-    files, names = _source_files(source)
+    files, names = checkpoint_files(source)
     if names is None:
         _encode_one(source, target, force, options, **kwargs)
         return [target]

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import annex_safetensors as annex
 from . import dtypes, safetensors_format
 from .atomic import atomic_directory, atomic_output
+from .checkpoints import ICQ_INDEX, checkpoint_files
 from .constants import (
     CODING_ICQ,
     DATA_ALIGNMENT,
@@ -41,7 +42,6 @@ FORMAT_VERSION = f"{FORMAT_MAJOR}.0"
 CONFIG = "config.json"
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
-ICQ_INDEX = "model.icq.index.json"
 MAX_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size, "5GB"
 COPIED = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
           "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja",
@@ -101,17 +101,6 @@ class _Stored:
     data: Callable[[], bytes | memoryview]
 
 
-def _icq_files(source: Path) -> list[Path]:
-    if source.is_dir() or source.name.endswith(".index.json"):
-        index = source / ICQ_INDEX if source.is_dir() else source
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise InputError(f"{index}: not a sharded .icq checkpoint index ({error})") from None
-        return [index.parent / shard for shard in sorted(set(weight_map.values()))]
-    return [source]
-
-
 def _stored_tensors(icq: safe_open) -> list[_Stored]:
     """The stored tensors of one .icq file: each ICQ tensor as the U8 vector of its one-tensor ICQ
     file, each raw tensor as a plain one."""
@@ -148,10 +137,11 @@ def _shards(stored: list[_Stored], max_bytes: int) -> list[list[_Stored]]:
 def export_hf(source: Path, target: Path, *, config_from: Path | None = None, max_shard_bytes: int = MAX_SHARD_BYTES,
               force: bool = False, progress: Progress | None = None) -> list[Path]:  # fmt: skip
     """Write the model directory ``target`` from a .icq file (or a sharded .icq checkpoint): its ICQ
-    tensors as the annex stores them (a U8 vector of a one-tensor ICQ file each), its raw tensors as plain ones, ``config.json`` from ``config_from`` (by
-    default the source's directory) with the ``quantization_config``, and the model's tokenizer and
-    generation files. Returns the files written."""
-    files = _icq_files(source)
+    tensors as the annex stores them (a U8 vector of a one-tensor ICQ file each), its raw tensors as
+    plain ones, ``config.json`` from ``config_from`` (by default the source's directory) with the
+    ``quantization_config``, and the model's tokenizer and generation files. Returns the files
+    written."""
+    files = checkpoint_files(source, ICQ_INDEX)[0]
     config_dir = config_from if config_from is not None else (source if source.is_dir() else source.parent)
     if not (config_dir / CONFIG).is_file():
         raise InputError(f"{config_dir}: no config.json to describe the model; give --config-from MODEL_DIR")
@@ -210,27 +200,23 @@ def export_hf(source: Path, target: Path, *, config_from: Path | None = None, ma
 
 def _open_shards(directory: Path) -> dict[str, tuple[safetensors_format.StoredFile, safetensors_format.Entry]]:
     if (directory / INDEX).is_file():
-        try:
-            weight_map = json.loads((directory / INDEX).read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise InputError(f"{directory / INDEX}: not a sharded checkpoint index ({error})") from None
-        shards = sorted(set(weight_map.values()))
+        shards, names = checkpoint_files(directory)
     elif (directory / SINGLE).is_file():
-        weight_map, shards = None, [SINGLE]
+        shards, names = [directory / SINGLE], None
     else:
         raise InputError(f"{directory}: neither {SINGLE} nor {INDEX}")
     found: dict = {}
     for shard in shards:
         try:
-            stored = safetensors_format.read_file(directory / shard)
+            stored = safetensors_format.read_file(shard)
         except (OSError, ValueError) as error:
-            raise InputError(f"{directory / shard}: not a readable safetensors file ({error})") from None
+            raise InputError(f"{shard}: not a readable safetensors file ({error})") from None
         for name, entry in stored.entries.items():
             if name in found:
                 raise InputError(f"{directory}: tensor {name!r} is in more than one shard")
             found[name] = (stored, entry)
-    if weight_map is not None and set(weight_map) != set(found):
-        missing = sorted(set(weight_map) - set(found))[:3] or sorted(set(found) - set(weight_map))[:3]
+    if names is not None and names != set(found):
+        missing = sorted(names - set(found))[:3] or sorted(set(found) - names)[:3]
         raise InputError(f"{directory}: the index and the shards do not hold the same tensors ({missing})")
     return found
 

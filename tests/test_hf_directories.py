@@ -99,3 +99,28 @@ def test_bad_directories_are_refused_naming_the_problem(model_icq, tmp_path):
     with pytest.raises(icqcodec.CorruptStreamError, match="'model.layers.0.mlp.gate_proj.weight' holds a tensor named"):
         hf_directories.import_hf(tmp_path / "hf", tmp_path / "x.icq")
     assert not (tmp_path / "x.icq").exists()
+
+
+def test_a_sharded_icq_checkpoint_exports_as_one_directory(tmp_path, rng):
+    from safetensors.numpy import save_file
+
+    from icqcodec.checkpoints import encode_checkpoint
+    from icqcodec.encode import EncodeOptions
+
+    source = tmp_path / "src"
+    source.mkdir()
+    shards = {"model-00001-of-00002.safetensors": {"a.weight": rng.standard_normal((32, 128)).astype(np.float32)},
+              "model-00002-of-00002.safetensors": {"b.weight": rng.standard_normal((16, 128)).astype(np.float32),
+                                                   "b.bias": np.ones(16, np.float32)}}  # fmt: skip
+    for name, tensors in shards.items():
+        save_file(tensors, str(source / name))
+    weight_map = {t: name for name, tensors in shards.items() for t in tensors}
+    (source / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    encode_checkpoint(source, tmp_path / "icq", EncodeOptions(bits=3))
+    (tmp_path / "icq" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    hf_directories.export_hf(tmp_path / "icq", tmp_path / "hf")
+    hf_directories.import_hf(tmp_path / "hf", tmp_path / "one.icq")
+    merged = icqcodec.load((tmp_path / "one.icq").read_bytes())
+    for name, tensors in shards.items():
+        decoded = icqcodec.load((tmp_path / "icq" / name.replace(".safetensors", ".icq")).read_bytes())
+        assert all(merged[t].tobytes() == decoded[t].tobytes() for t in tensors), name
