@@ -6,8 +6,12 @@ checkpoint's size. Every output is written to a temporary file beside it and ren
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
+import functools
+import hashlib
 import json
+import multiprocessing
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +34,10 @@ from .files import safe_open
 __all__ = [
     "plan_checkpoint",
     "checkpoint_files",
+    "shard_names",
+    "shard_target",
+    "encode_shard",
+    "finalize_shards",
     "encode_checkpoint",
     "decode_checkpoint",
     "Source",
@@ -134,7 +142,8 @@ def _quantized(name: str, array: np.ndarray, include: tuple[str, ...], exclude: 
 def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: str | None = None,
                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
                 progress: Progress | None = None, calibration: Statistics | None = None,
-                checkpoint_names: set[str] | None = None, allocation: Allocation | None = None) -> None:  # fmt: skip
+                checkpoint_names: set[str] | None = None, allocation: Allocation | None = None,
+                extra_metadata: dict[str, str] | None = None) -> None:  # fmt: skip
     """Encode one input file into one .icq file, tensor by tensor; quantized tensors with a
     ``calibration`` statistic are encoded with it, and with an ``allocation`` (:func:`plan_checkpoint`)
     each tensor it names gets its chosen coding, and the allocation its measured error. The
@@ -142,7 +151,7 @@ def encode_file(source: Source, target: Path, options: EncodeOptions, *, dtype: 
     any output exists."""
     user = {k: v for k, v in source.metadata.items() if not k.startswith(RESERVED_KEY_PREFIX)}
     recorded = allocation.encoder_options(options) if allocation else options.to_json()
-    metadata = {**user, **ENCODER_METADATA, "icq.encoder_options": recorded}
+    metadata = {**user, **(extra_metadata or {}), **ENCODER_METADATA, "icq.encoder_options": recorded}
     names = sorted(source.names, key=lambda n: n.encode("utf-8"))
     codings, plan = {}, []
     for name in names:  # pass 1: decide each tensor's coding, so the directory's length is known
@@ -321,22 +330,101 @@ def plan_checkpoint(source: Path, options: EncodeOptions, bpw: float, *, include
 def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dtype: str | None = None,
                       include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
                       progress: Progress | None = None, calibration: Statistics | None = None,
-                      allocation: Allocation | None = None) -> list[Path]:  # fmt: skip
+                      allocation: Allocation | None = None, jobs: int = 1) -> list[Path]:  # fmt: skip
     """Encode a file, or a sharded checkpoint (its index or directory) into a directory of .icq
     shards with ``model.icq.index.json``; with ``calibration`` statistics (:mod:`icqcodec.calibration`),
     the quantized tensors they name are encoded with them; with an ``allocation``
-    (:func:`plan_checkpoint`), each tensor with its chosen coding. Returns the files written."""
-    kwargs = dict(dtype=dtype, include=include, exclude=exclude, progress=progress, calibration=calibration,
-                  allocation=allocation)  # fmt: skip
+    (:func:`plan_checkpoint`), each tensor with its chosen coding. A sharded checkpoint's shards are
+    encoded by :func:`encode_shard`, ``jobs`` of them at a time in local processes, then indexed by
+    :func:`finalize_shards`; the directory appears whole or not at all. Returns the files written."""
+    kwargs = dict(dtype=dtype, include=include, exclude=exclude, calibration=calibration, allocation=allocation)
     files, names = checkpoint_files(source)
     if names is None:
-        _encode_one(source, target, force, options, **kwargs)
+        _encode_one(source, target, force, options, progress=progress, **kwargs)
         return [target]
     if calibration is not None:
-        kwargs["checkpoint_names"] = names
         calibration.check({}, names=names)
-    return _convert_shards(_shard_index(source, SAFETENSORS_INDEX), target, force, ".icq", ICQ_INDEX,
-                           lambda src, dst: _encode_one(src, dst, False, options, **kwargs))  # fmt: skip
+    shards = shard_names(source)
+    with atomic_directory(target, force) as staging:
+        encode = functools.partial(encode_shard, source, staging, options=options, **kwargs)
+        if jobs > 1:
+            context = multiprocessing.get_context("spawn")  # numba's threads do not survive a fork
+            with concurrent.futures.ProcessPoolExecutor(min(jobs, len(shards)), mp_context=context) as pool:
+                written = list(pool.map(encode, shards))
+        else:
+            written = [encode(shard, progress=progress) for shard in shards]
+        index = finalize_shards(source, staging)
+    return [target / p.name for p in written] + [target / index.name]
+
+
+# ---- shard by shard: each shard a unit any engine can run, then the index --------------------------
+
+SOURCE_INDEX_KEY = (
+    "icqcodec.source_index_sha256"  # the index a shard was encoded from (a user key: icq. keys are the spec's)
+)
+
+
+def _sharded_index(source: Path) -> Path:
+    index = _shard_index(source, SAFETENSORS_INDEX)
+    if index is None:
+        raise InputError(f"{source}: not a sharded checkpoint (give its {SAFETENSORS_INDEX} or its directory)")
+    return index
+
+
+def shard_names(source: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index names, sorted."""
+    return sorted(set(_read_index(_sharded_index(source))[0].values()))
+
+
+def shard_target(target: Path, shard: str) -> Path:
+    """Where :func:`encode_shard` writes ``shard``: ``target/<its stem>.icq``."""
+    return target / (Path(shard).stem + ".icq")
+
+
+def encode_shard(source: Path, target: Path, shard: str, options: EncodeOptions, *, dtype: str | None = None,
+                 include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), force: bool = False,
+                 progress: Progress | None = None, calibration: Statistics | None = None,
+                 allocation: Allocation | None = None) -> Path:  # fmt: skip
+    """Encode one shard of a sharded checkpoint into the directory ``target``, recording the
+    SHA-256 of the checkpoint's index in it: a unit of work that depends on nothing else, for local
+    processes, Dask, a Slurm array or any other engine; :func:`finalize_shards` then writes the index."""
+    index = _sharded_index(source)
+    content = index.read_bytes()
+    weight_map = _read_index(index)[0]
+    if shard not in set(weight_map.values()):
+        raise InputError(f"{index}: no shard {shard!r}; it names {', '.join(shard_names(source)[:3])}, ...")
+    target.mkdir(parents=True, exist_ok=True)
+    out = shard_target(target, shard)
+    _encode_one(index.parent / shard, out, force, options, dtype=dtype, include=include, exclude=exclude,
+                progress=progress, calibration=calibration, allocation=allocation,
+                checkpoint_names=set(weight_map) if calibration is not None else None,
+                extra_metadata={SOURCE_INDEX_KEY: hashlib.sha256(content).hexdigest()})  # fmt: skip
+    return out
+
+
+def finalize_shards(source: Path, target: Path, *, force: bool = False) -> Path:
+    """Write ``target/model.icq.index.json`` once every shard of ``source`` is in ``target``, all
+    encoded from this index with the same options; InputError naming the first missing or foreign
+    shard otherwise, and no index is written."""
+    index = _sharded_index(source)
+    digest = hashlib.sha256(index.read_bytes()).hexdigest()
+    weight_map, metadata = _read_index(index)
+    first: tuple[Path, str] | None = None
+    for shard in shard_names(source):
+        path = shard_target(target, shard)
+        if not path.is_file():
+            raise InputError(f"{path}: missing; encode shard {shard!r} (--shard) before --finalize")
+        with safe_open(path) as icq:
+            recorded = icq.metadata()
+        if recorded.get(SOURCE_INDEX_KEY) != digest:
+            raise InputError(f"{path}: a foreign shard, not encoded from {index} as it is now")
+        options = recorded.get("icq.encoder_options", "")
+        if first is None:
+            first = (path, options)
+        elif options != first[1]:
+            raise InputError(f"{path}: a foreign shard, encoded with other options than {first[0].name} ({options})")
+    new_index = {"metadata": metadata, "weight_map": {k: shard_target(target, v).name for k, v in weight_map.items()}}
+    return _write_index(target / ICQ_INDEX, new_index, force)
 
 
 def decode_checkpoint(source: Path, target: Path, *, dtype: str | None = None, force: bool = False,

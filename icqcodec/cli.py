@@ -132,9 +132,15 @@ def main(debug: bool) -> None:
 @click.option("--damping", type=click.FloatRange(0, 1, min_open=True), default=DAMPING, show_default=True,
               help="With --calibration: added to H's diagonal, as a fraction of its mean.")  # fmt: skip
 @SEGMENT
+@click.option("--shard", metavar="NAME", help="Of a sharded checkpoint, encode only this shard file into the "
+              "directory TARGET (a unit for any engine); --finalize writes the index.")  # fmt: skip
+@click.option("--finalize", is_flag=True, help="Write TARGET's index once every shard is there, from this "
+              "index and with the same options; encode nothing.")  # fmt: skip
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Shards of a sharded checkpoint encoded at a time, in local processes.")  # fmt: skip
 @_budget_options
 def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force, calibration, order,
-           damping, segment_log2, bpw, report) -> None:  # fmt: skip
+           damping, segment_log2, shard, finalize, jobs, bpw, report) -> None:  # fmt: skip
     """Encode SOURCE (.safetensors, .npz, .npy, or a sharded checkpoint's index or directory) into
     TARGET (.icq, or a directory of .icq shards).
 
@@ -143,10 +149,15 @@ def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclu
     ICQ tensors (icqcodec export-hf) is converted as it is into one .icq file: its payloads byte
     for byte, the coding options unused.
     """
-    from .checkpoints import encode_checkpoint, plan_checkpoint, tensor_names
+    from .checkpoints import encode_checkpoint, encode_shard, finalize_shards, plan_checkpoint, tensor_names
     from .hf_directories import import_hf, is_icq_directory
     from .imatrix import load_calibration
 
+    if finalize:
+        click.echo(f"wrote {finalize_shards(source, target, force=force)}")
+        return
+    if bpw is not None and (shard or jobs > 1):
+        raise click.UsageError("--bpw plans over the whole checkpoint: it cannot be split by --shard or --jobs")
     _refuse_existing(target, report, force=force)
     if is_icq_directory(source):
         if bpw is not None or calibration is not None:
@@ -158,12 +169,18 @@ def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclu
     statistics = load_calibration(calibration, tensor_names(source)) if calibration else None
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping,
                             **_segment(segment_log2))  # fmt: skip
+    if shard:
+        path = encode_shard(source, target, shard, options, dtype=dtype, include=include, exclude=exclude, force=force,
+                            progress=_progress("encode"), calibration=statistics)  # fmt: skip
+        click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return
     allocation = None
     if bpw is not None:
         allocation = plan_checkpoint(source, options, bpw, include=include, exclude=exclude, calibration=statistics,
                                      progress=_progress("plan"))  # fmt: skip
     written = encode_checkpoint(source, target, options, dtype=dtype, include=include, exclude=exclude, force=force,
-                                progress=_progress("encode"), calibration=statistics, allocation=allocation)  # fmt: skip
+                                progress=_progress("encode"), calibration=statistics, allocation=allocation,
+                                jobs=jobs)  # fmt: skip
     for path in written:
         click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
     if allocation is not None:
