@@ -337,6 +337,8 @@ def encode_checkpoint(source: Path, target: Path, options: EncodeOptions, *, dty
     (:func:`plan_checkpoint`), each tensor with its chosen coding. A sharded checkpoint's shards are
     encoded by :func:`encode_shard`, ``jobs`` of them at a time in local processes, then indexed by
     :func:`finalize_shards`; the directory appears whole or not at all. Returns the files written."""
+    if allocation is not None and jobs > 1:
+        raise ValueError("an allocation records each tensor's measured error as it is coded: encode with jobs=1")
     kwargs = dict(dtype=dtype, include=include, exclude=exclude, calibration=calibration, allocation=allocation)
     files, names = checkpoint_files(source)
     if names is None:
