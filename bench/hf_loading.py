@@ -12,7 +12,7 @@ and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
                                                  a token differs, memory of the linear layers, and
                                                  ``from_pretrained`` time against the original's directory
                                                  (warm page cache: one load of each first, then the
-                                                 median of 3)
+                                                 median of 3, or --loads, loads of each, interleaved)
     python bench/hf_loading.py llama8b DIR --device cuda [--scale 1]
                                                  a Llama-3-8B-shaped model with random weights: load time
                                                  of its 2-bit directory against its bfloat16 one
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import gc
 import json
 import pstats
 import shutil
@@ -101,22 +102,30 @@ def teacher_forced(model, tokenizer, generated: list[int], device: str) -> torch
         return model(full).logits[0, ids.shape[1] - 1 : -1].double()
 
 
-def load_seconds(path: Path, device: str, dtype: str = "bfloat16") -> float:
-    load(path, device, dtype)  # the page cache and the kernels' compile cache warm
-    times = []
-    for _ in range(3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model = load(path, device, dtype)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        del model
-    return statistics.median(times)
+LOADS = 3  # timed loads per directory (--loads)
 
 
-def check(folder: Path, device: str, dtype: str) -> dict:
+def load_seconds(paths: list[Path], device: str, dtype: str = "bfloat16", loads: int = LOADS) -> list[float]:
+    """Median ``from_pretrained`` seconds of each directory, their loads interleaved (so that the
+    machine's drift falls on both), after one load of each (page cache and kernel cache warm)."""
+    gc.collect()
+    for path in paths:
+        load(path, device, dtype)
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(loads):
+        for path, taken in zip(paths, times, strict=True):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model = load(path, device, dtype)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            taken.append(time.perf_counter() - start)
+            del model
+    return [statistics.median(taken) for taken in times]
+
+
+def check(folder: Path, device: str, dtype: str, loads: int = LOADS) -> dict:
     from transformers import AutoTokenizer
 
     from icqcodec.hf import IcqModelLinear
@@ -157,8 +166,9 @@ def check(folder: Path, device: str, dtype: str) -> dict:
     if device == "cuda":
         result["fused"] = all(m.payload.is_cuda and m.tensor_args for m in linears)
     del model, plain
-    result["load_seconds_icq"] = load_seconds(folder / "icq", device, dtype)
-    result["load_seconds_plain"] = load_seconds(folder / "original", device, dtype)
+    result["load_seconds_icq"], result["load_seconds_plain"] = load_seconds(
+        [folder / "icq", folder / "original"], device, dtype, loads
+    )
     return result
 
 
@@ -231,8 +241,7 @@ def llama8b(folder: Path, device: str, scale: int = 1) -> dict:
     result = {"encode_one_layer_seconds": encode_seconds,
               "bytes_bf16": (bf16 / "model.safetensors").stat().st_size,
               "bytes_2bit": (icq / "model.safetensors").stat().st_size}  # fmt: skip
-    result["load_seconds_2bit"] = load_seconds(icq, device)
-    result["load_seconds_bf16"] = load_seconds(bf16, device)
+    result["load_seconds_2bit"], result["load_seconds_bf16"] = load_seconds([icq, bf16], device)
     profile = cProfile.Profile()
     profile.runcall(load, icq, device)
     pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
@@ -254,6 +263,7 @@ def main() -> None:
         choices=["bfloat16", "float16"],
         help="the decoded weights' and the activations' dtype",
     )
+    parser.add_argument("--loads", type=int, default=LOADS, help="timed loads of each directory (their median)")
     parser.add_argument("--bits", type=int, default=4, help="prepare: the code width ")
     parser.add_argument("--scale", type=int, default=1, help="llama8b: divide widths and layers (a quick run)")
     args = parser.parse_args()
