@@ -30,7 +30,7 @@ def inputs(mutations: int, corpus: Path | None) -> Iterator[tuple[str, bytes]]:
     manifest = json.loads((HERE / "MANIFEST.json").read_text())
     valid = []
     for entry in manifest["vectors"]:
-        if "container" in entry:  # the annex's vectors: their pairs are ICQ files the mutations already reach
+        if "container" in entry:  # the annex's vectors hold ICQ files the mutations already reach
             continue
         data = (HERE / "vectors" / entry["kind"] / f"{entry['name']}.icq").read_bytes()
         if entry["kind"] == "valid" and entry["spec_version"] == "1.0":  # later vectors leave the mutations as recorded

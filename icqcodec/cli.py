@@ -339,8 +339,8 @@ def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtyp
 @click.option("--force", is_flag=True, help="Replace files in TARGET.")
 def export_hf(source, target, config_from, max_shard_size, force) -> None:
     """Write a Hugging Face model directory from SOURCE (.icq, or a sharded .icq checkpoint): ICQ
-    tensors as annex pairs (spec/icq-safetensors.md) in safetensors shards, lossless tensors as they
-    are, config.json with its quantization_config. Load it with transformers after
+    tensors as the annex stores them (spec/icq-safetensors.md) in safetensors shards, lossless
+    tensors as they are, config.json with its quantization_config. Load it with transformers after
     `import icqcodec.hf`."""
     from .hf_directories import export_hf as export
 

@@ -1,5 +1,5 @@
 """Model directories of ICQ tensors: .icq -> export-hf -> encode back gives the same file byte for
-byte, sharded or not; the directory's pairs obey the annex; bad directories are refused clearly."""
+byte, sharded or not; the ICQ tensors are stored as the annex says; bad directories are refused."""
 
 import json
 
