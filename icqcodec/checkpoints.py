@@ -412,7 +412,7 @@ def finalize_shards(source: Path, target: Path, *, force: bool = False) -> Path:
     digest = hashlib.sha256(index.read_bytes()).hexdigest()
     weight_map, metadata = _read_index(index)
     first: tuple[Path, str] | None = None
-    for shard in shard_names(source):
+    for shard in sorted(set(weight_map.values())):
         path = shard_target(target, shard)
         if not path.is_file():
             raise InputError(f"{path}: missing; encode shard {shard!r} (--shard) before --finalize")

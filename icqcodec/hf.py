@@ -16,6 +16,7 @@ layer keeps it in the activations' dtype: memory as the float model's layer, plu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 
 import numpy as np
@@ -106,11 +107,10 @@ class IcqModelLinear(torch.nn.Module):
         if self.layout is None:
             raise RuntimeError(f"{self.tensor_name}: not prepared (load the model with from_pretrained)")
         flat = x.reshape(-1, self.in_features)
-        if self.payload.device != getattr(self, WEIGHT).device:
-            self.prepare()  # moved since it was prepared
-        if x.is_cuda and x.dtype in FUSED_DTYPES and _cupy_available():
-            if not self.tensor_args:
-                self.prepare()  # checked whole before the kernels read it
+        fused = x.is_cuda and x.dtype in FUSED_DTYPES and _cupy_available()
+        if self.payload.device != getattr(self, WEIGHT).device or (fused and not self.tensor_args):
+            self.prepare()  # moved since it was prepared, or to be checked whole before the kernels read it
+        if fused:
             y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
         else:
             if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
@@ -137,6 +137,7 @@ def _cupy_view(tensor: torch.Tensor):
     return cupy.from_dlpack(tensor.detach())
 
 
+@functools.cache  # asked at every call of every layer
 def _cupy_available() -> bool:
     return importlib.util.find_spec("cupy") is not None
 

@@ -21,14 +21,13 @@ from .atomic import atomic_directory, atomic_output
 from .checkpoints import ICQ_INDEX, checkpoint_files
 from .constants import (
     CODING_ICQ,
-    DATA_ALIGNMENT,
     DEFAULT_CHUNK_LOG2,
     FIXED_HEADER_SIZE,
     FORMAT_MAJOR,
     MAGIC,
     MAX_DIRECTORY_SIZE,
 )
-from .container import TensorRecord, bytes_reader, crc32c, read_header, tensor_layout
+from .container import Header, TensorRecord, bytes_reader, crc32c, read_header, tensor_layout
 from .container_writer import StreamWriter, build_payload
 from .encode import EncodeOptions, encode_tensor
 from .errors import InputError
@@ -221,9 +220,9 @@ def _open_shards(directory: Path) -> dict[str, tuple[safetensors_format.StoredFi
     return found
 
 
-def _icq_record(name: str, stored: safetensors_format.StoredFile) -> tuple[TensorRecord, int] | None:
-    """The record and ``chunk_log2`` of an ICQ tensor from its fixed header and directory alone
-    (the annex's rules checked), or None for a plain tensor."""
+def _icq_header(name: str, stored: safetensors_format.StoredFile) -> Header | None:
+    """The header of an ICQ tensor's file, from its fixed header and directory alone (the annex's
+    rules checked), or None for a plain tensor."""
     entry = stored.entries[name]
     if not annex.is_icq_tensor(entry.dtype, entry.shape, stored.read(name, 0, len(MAGIC))):
         return None
@@ -232,7 +231,7 @@ def _icq_record(name: str, stored: safetensors_format.StoredFile) -> tuple[Tenso
     head = bytes(stored.read(name, 0, FIXED_HEADER_SIZE + min(directory_size, MAX_DIRECTORY_SIZE)))
     parsed = read_header(bytes_reader(head)[0], entry.size)
     annex.check_file_header(name, parsed)
-    return parsed.tensors[0], parsed.chunk_log2
+    return parsed
 
 
 def import_hf(source: Path, target: Path, *, force: bool = False, progress: Progress | None = None) -> None:
@@ -242,13 +241,13 @@ def import_hf(source: Path, target: Path, *, force: bool = False, progress: Prog
     quantization = check_quantization_config(read_config(source).get("quantization_config"), str(source / CONFIG))
     found = _open_shards(source)
     try:
-        records, chunk_logs = {}, {}
+        records, headers = {}, {}
         for name, (stored, entry) in found.items():
-            coded = _icq_record(name, stored)
-            if coded is None:
+            header = _icq_header(name, stored)
+            if header is None:
                 records[name] = TensorRecord(name, entry.dtype, entry.dtype, 0, entry.shape)
             else:
-                records[name], chunk_logs[name] = coded
+                records[name], headers[name] = header.tensors[0], header
         chunk_log2 = quantization.get("chunk_log2") or DEFAULT_CHUNK_LOG2
         order = sorted(records, key=lambda n: n.encode("utf-8"))
         with atomic_output(target, force) as out:
@@ -256,13 +255,12 @@ def import_hf(source: Path, target: Path, *, force: bool = False, progress: Prog
                                   chunk_log2=chunk_log2)  # fmt: skip
             for name in order:
                 stored, entry = found[name]
-                if name in chunk_logs:
+                if name in headers:
                     data = bytes(stored.read(name))
                     record = annex.verify_stored(name, data)
-                    start = FIXED_HEADER_SIZE + int.from_bytes(data[16:24], "little")
-                    payload = data[-(-start // DATA_ALIGNMENT) * DATA_ALIGNMENT :]
-                    if chunk_logs[name] != chunk_log2:
-                        body = payload[: tensor_layout(record, chunk_logs[name]).body_size]
+                    payload = data[headers[name].data_offset :]
+                    if headers[name].chunk_log2 != chunk_log2:
+                        body = payload[: tensor_layout(record, headers[name].chunk_log2).body_size]
                         table = chunk_table(body, chunk_log2)
                         payload = body + table
                         record = replace(record, table_crc=crc32c(table))
