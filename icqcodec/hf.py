@@ -3,7 +3,7 @@
 ``import icqcodec.hf`` registers the ``icq`` quantization config and quantizer with transformers.
 Then ``AutoModelForCausalLM.from_pretrained(DIR, device_map=...)`` of a directory that ``icqcodec
 export-hf`` wrote builds every linear layer that ``quantization_config.quantized`` names as an
-:class:`IcqModelLinear`, whose buffer ``weight`` is the weight's stored ICQ tensor exactly as stored
+:class:`IcqModelLinear`, whose parameter ``weight`` (uint8, never trained) is the weight's stored ICQ tensor exactly as stored
 (a one-tensor ICQ file, spec/icq-safetensors.md), checked when loading ends; ``save_pretrained``
 writes it back byte for byte. ``model.dequantize()`` gives a plain float model with the decoders' exact bits.
 
@@ -34,6 +34,7 @@ from .torch import FUSED_DTYPES, decoded_tensor, linear
 __all__ = ["IcqConfig", "IcqHfQuantizer", "IcqModelLinear"]
 
 WEIGHT = "weight"
+_EMPTY = np.empty(0, np.uint8)  # a layout's payload and starts where they stay in ``weight``
 
 
 @register_quantization_config(QUANT_METHOD)
@@ -56,23 +57,24 @@ class IcqConfig(QuantizationConfigMixin):
 
 class IcqModelLinear(torch.nn.Module):
     """A linear layer of an icq model directory: its weight's stored ICQ tensor (annex section 3: a
-    one-tensor ICQ file) as the uint8 buffer ``weight``, checked and laid out for the kernels by
+    one-tensor ICQ file) as the uint8 parameter ``weight``, checked and laid out for the kernels by
     :meth:`prepare` once it is loaded."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, tensor_name: str) -> None:
         super().__init__()
-        self.in_features, self.out_features, self.tensor_name = in_features, out_features, tensor_name
-        self.register_buffer(WEIGHT, torch.empty(0, dtype=torch.uint8))
-        self.starts: torch.Tensor | None = None  # laid out with the payload, where it is (prepare)
-        self.bias = torch.nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False) if bias else None
-        self.layout: Layout | None = None  # its payload left empty: the buffer holds it
-        self.payload: torch.Tensor | None = None  # a view of the buffer: where the kernels read
-        self.tensor_args: list[int] = []
-        self.decoded: torch.Tensor | None = None
+        # A parameter that never trains rather than a buffer: transformers walks the buffers three
+        # times a load, each time asking for every buffer's module by name.
+        self.register_parameter(WEIGHT, torch.nn.Parameter(torch.empty(0, dtype=torch.uint8), requires_grad=False))
+        self.register_parameter("bias", torch.nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False)
+                                if bias else None)  # fmt: skip
+        # Straight into the instance dict: Module.__setattr__ looks every name up in its parameter,
+        # buffer and module tables, a cost that hundreds of layers show in the load time.
+        vars(self).update(in_features=in_features, out_features=out_features, tensor_name=tensor_name,
+                          layout=None, payload=None, starts=None, tensor_args=[], decoded=None)  # fmt: skip
 
     def prepare(self) -> None:
         """Check the ICQ tensor (FormatError or InputError naming it) and lay it out for where it is:
-        on a GPU checked whole, by the GPU decoder over the buffer already there, before any kernel
+        on a GPU checked whole, by the GPU decoder over the tensor already there, before any kernel
         reads it; on the CPU its fixed header and directory, the first call's decode (which the CPU
         path needs anyway) checking the rest."""
         stored = getattr(self, WEIGHT)
@@ -87,16 +89,15 @@ class IcqModelLinear(torch.nn.Module):
             shape = record.shape if record.coding == CODING_ICQ else f"{record.shape}, stored raw"
             raise InputError(f"tensor {self.tensor_name!r} has shape {shape}; the model's config gives "
                              f"({self.out_features}, {self.in_features})")  # fmt: skip
-        payload = stored[parsed.data_offset :]
+        payload, starts, tensor_args = stored[parsed.data_offset :], None, []
         if stored.is_cuda and _cupy_available():
             layout = layout_of(parsed, record, read_at, backend="cupy", device_data=_cupy_view(payload),
                                keep_payload=False)  # fmt: skip
-            self.tensor_args = list(layout.arguments)
-            self.starts = torch.from_numpy(layout.starts.copy()).to(stored.device)
-        else:
-            layout = Layout(record, parsed.chunk_log2, np.empty(0, np.uint8), np.zeros(1, np.int64))
-            self.tensor_args = []  # no kernel reads this payload until it is laid out on a GPU
-        self.layout, self.payload, self.decoded = layout, payload, None
+            tensor_args = list(layout.arguments)
+            starts = torch.from_numpy(layout.starts.copy()).to(stored.device)
+        else:  # no kernel reads this payload until it is laid out on a GPU
+            layout = Layout(record, parsed.chunk_log2, _EMPTY, _EMPTY)
+        vars(self).update(layout=layout, payload=payload, starts=starts, tensor_args=tensor_args, decoded=None)
 
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
     def dequantize(self) -> torch.Tensor:
@@ -114,7 +115,7 @@ class IcqModelLinear(torch.nn.Module):
             y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
         else:
             if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
-                self.decoded = self.dequantize().to(device=x.device, dtype=x.dtype)
+                vars(self)["decoded"] = self.dequantize().to(device=x.device, dtype=x.dtype)
             bias = None if self.bias is None else self.bias.to(x.dtype)
             y = torch.nn.functional.linear(flat, self.decoded, bias)
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -168,14 +169,14 @@ class IcqHfQuantizer(HfQuantizer):
                 raise InputError(f"tensor {name!r} is ICQ-coded but {path!r} is a {type(module).__name__}, not a "
                                  "linear layer: only linear layers load from ICQ tensors")  # fmt: skip
             parent, _, child = path.rpartition(".")
-            # its buffers are empty until the checkpoint's tensors replace them: no meta device needed
+            # its tensors are empty until the checkpoint's replace them: no meta device needed
             replacement = IcqModelLinear(module.in_features, module.out_features, module.bias is not None, name)
             setattr(modules[parent], child, replacement)
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         if torch.cuda.is_available():
-            torch.cuda.synchronize()  # the loaded buffers are complete before CuPy reads them
+            torch.cuda.synchronize()  # the loaded tensors are complete before CuPy reads them
         for module in model.modules():
             if isinstance(module, IcqModelLinear):
                 module.prepare()
@@ -194,6 +195,10 @@ class IcqHfQuantizer(HfQuantizer):
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent) if parent else model, child, plain)
         return model
+
+    def update_parallel_plan(self, model, plan: dict[str, str]) -> None:
+        """Nothing to add: each ICQ tensor has the name of the weight it stands for (transformers'
+        own version walks every parameter of the model to find that out, twice a load)."""
 
     def is_serializable(self) -> bool:
         return True
