@@ -34,7 +34,7 @@ from .calibration import Statistics
 from .constants import CODING_ICQ, CODING_RAW, DEFAULT_CHUNK_LOG2
 from .container import TensorRecord, tensor_layout
 from .container_writer import record_size
-from .encode import QUANTIZERS, EncodeOptions, encode_icq, index_plan, outlier_count
+from .encode import QUANTIZERS, EncodeOptions, encode_icq, index_plan, outlier_blocks
 from .errors import InputError
 from .fitting import outlier_positions
 from .hessian import Prepared, output_error
@@ -103,11 +103,11 @@ def candidates(name: str, array: np.ndarray, base: EncodeOptions, statistic: Pre
     scale = rows / sample.size
     seen = set()
     for ratio in ratios:
-        outliers = outlier_count(ratio, cols)
-        if outliers in seen:  # ratios that round to the same count are one candidate
+        block, block_counts = outlier_blocks(replace(base, outlier_ratio=ratio), cols)
+        if tuple(block_counts) in seen:  # ratios that round to the same counts are one candidate
             continue
-        seen.add(outliers)
-        plan = index_plan(outlier_positions(x, outliers), cols, base.segment_log2)
+        seen.add(tuple(block_counts))
+        plan = index_plan(outlier_positions(x, block, block_counts), cols, base.segment_log2)
         widths = [(width, "uniform") for width in bits] + [(width, "codebook") for width in codebook_bits]
         for width, quantizer in widths:
             params = plan.params(width, QUANTIZERS[quantizer], base.segment_log2)

@@ -81,8 +81,15 @@ SEGMENT = click.option("--segment", "segment_log2", type=int, callback=_segment_
                             "1024): a tensor-parallel shard of the columns must start on a segment boundary.")  # fmt: skip
 
 
-def _segment(segment_log2: int | None) -> dict:
-    return {} if segment_log2 is None else {"segment_log2": segment_log2}
+PER_SEGMENT = click.option("--outliers-per-segment", is_flag=True,
+                           help="The same number of outliers in each segment of every row, so that any run of "
+                                "whole segments cuts into an ICQ tensor of its own (safe_open(...).slice_record) "
+                                "for tensor parallelism.")  # fmt: skip
+
+
+def _segment(segment_log2: int | None, outliers_per_segment: bool) -> dict:
+    options = {} if segment_log2 is None else {"segment_log2": segment_log2}
+    return options | ({"outliers_per_segment": True} if outliers_per_segment else {})
 
 
 def _refuse_existing(*targets: Path | None, force: bool) -> None:
@@ -132,6 +139,7 @@ def main(debug: bool) -> None:
 @click.option("--damping", type=click.FloatRange(0, 1, min_open=True), default=DAMPING, show_default=True,
               help="With --calibration: added to H's diagonal, as a fraction of its mean.")  # fmt: skip
 @SEGMENT
+@PER_SEGMENT
 @click.option("--shard", metavar="NAME", help="Of a sharded checkpoint, encode only this shard file into the "
               "directory TARGET (a unit for any engine); --finalize writes the index.")  # fmt: skip
 @click.option("--finalize", is_flag=True, help="Write TARGET's index once every shard is there, from this "
@@ -140,7 +148,7 @@ def main(debug: bool) -> None:
               help="Shards of a sharded checkpoint encoded at a time, in local processes.")  # fmt: skip
 @_budget_options
 def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclude, force, calibration, order,
-           damping, segment_log2, shard, finalize, jobs, bpw, report) -> None:  # fmt: skip
+           damping, segment_log2, outliers_per_segment, shard, finalize, jobs, bpw, report) -> None:  # fmt: skip
     """Encode SOURCE (.safetensors, .npz, .npy, or a sharded checkpoint's index or directory) into
     TARGET (.icq, or a directory of .icq shards).
 
@@ -168,7 +176,7 @@ def encode(source, target, bits, outlier_ratio, quantizer, dtype, include, exclu
         return
     statistics = load_calibration(calibration, tensor_names(source)) if calibration else None
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping,
-                            **_segment(segment_log2))  # fmt: skip
+                            **_segment(segment_log2, outliers_per_segment))  # fmt: skip
     if shard:
         path = encode_shard(source, target, shard, options, dtype=dtype, include=include, exclude=exclude, force=force,
                             progress=_progress("encode"), calibration=statistics)  # fmt: skip
@@ -304,17 +312,18 @@ def calibrate(model, stats, text, tokens, seq_len, device, diagonal_above, sensi
 @click.option("--include", multiple=True, metavar="GLOB", help="Also quantize (without statistics) these tensors.")
 @click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
 @SEGMENT
+@PER_SEGMENT
 @_budget_options
 @_calibration_options
-def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, segment_log2, bpw,
-             report, text, tokens, seq_len, device, diagonal_above) -> None:  # fmt: skip
+def quantize(model, target, bits, outlier_ratio, quantizer, order, damping, dtype, include, force, segment_log2,
+             outliers_per_segment, bpw, report, text, tokens, seq_len, device, diagonal_above) -> None:  # fmt: skip
     """Quantize MODEL into TARGET, one .icq file of its state dict: every decoder linear encoded with
     the statistics of its inputs in the model whose earlier layers are already quantized; the
     embeddings, the output head and the norms lossless unless --include names them."""
     llm = _llm()
     _refuse_existing(target, report, force=force)
     options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping,
-                            **_segment(segment_log2))  # fmt: skip
+                            **_segment(segment_log2, outliers_per_segment))  # fmt: skip
     loaded, windows = _windows(llm, model, text, tokens, seq_len, device)
     allocation = None
     if bpw is not None:

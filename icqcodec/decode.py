@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes
+from .column_slices import check_columns, column_window
+from .constants import CODING_RAW
 from .container import Header, ReadAt, TensorRecord, bytes_reader, read_header
+from .payload import Payload
 
 __all__ = ["BACKENDS", "decode", "decode_tensor", "check_output_size"]
 
@@ -19,11 +22,15 @@ BACKENDS = ("numba", "reference", "cupy")
 
 
 def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: tuple[int, int] | None = None,
-                  backend: str = "numba", device_data=None):  # fmt: skip
-    """Decode one tensor (or rows ``rows[0]`` to ``rows[1] - 1``) with the chosen backend.
+                  backend: str = "numba", device_data=None, columns: tuple[int, int] | None = None):  # fmt: skip
+    """Decode one tensor (or rows ``rows[0]`` to ``rows[1] - 1``, or of those its columns
+    ``columns[0]`` to ``columns[1] - 1``) with the chosen backend.
 
     ``device_data`` (cupy only): the file's data section already on the GPU (:func:`icqcodec.gpu.upload`).
+    A column range of an icq tensor comes back as a matrix (rows x columns) where ``rows`` is given.
     """
+    if columns is not None:
+        return _decode_columns(header, record, read_at, rows, backend, device_data, columns)
     if backend == "numba":
         from .numba_decoder import decode_tensor as numba_decode
 
@@ -37,6 +44,28 @@ def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: t
 
         return gpu_decode(header, record, read_at, rows, device_data=device_data)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _decode_columns(header, record, read_at, rows, backend, device_data, columns):
+    """Spec section 9.4: an icq tensor's columns from the segments that cover them; a raw tensor's
+    from its rows."""
+    check_columns(record, columns)
+    c0, c1 = columns
+    if record.coding == CODING_RAW:
+        return decode_tensor(header, record, read_at, rows, backend, device_data)[..., c0:c1].copy()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba":
+        from .numba_decoder import decode_window
+    elif backend == "reference":
+        from .reference import decode_window
+    else:
+        from .gpu import decode_window
+    # no columns: still the one covering segment read and checked, so an empty range is no blind spot
+    read = (c0, c1) if c1 > c0 else (min(c0, record.cols - 1), min(c0, record.cols - 1) + 1)
+    window = column_window(Payload(header, record, read_at), rows, read)
+    out = decode_window(window)[:, c0 - window.column_first : c1 - window.column_first].copy()
+    return out.reshape((*record.shape[:-1], c1 - c0)) if rows is None else out
 
 
 def check_output_size(records, max_output_size: int | None) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "should_quantize",
     "QUANTIZERS",
     "outlier_count",
+    "outlier_blocks",
     "IndexPlan",
     "index_plan",
     "encode_icq",
@@ -63,6 +64,9 @@ class EncodeOptions:
     segment_log2: int = DEFAULT_SEGMENT_LOG2
     order: str = "activation"  # with calibration statistics: the order codes are chosen in
     damping: float = DAMPING  # with statistics: of the mean diagonal of H, added to its diagonal
+    # the same outliers in each segment of every row, so that any run of whole segments is an icq
+    # tensor of its own (spec section 10.6); else each row's largest wherever they are
+    outliers_per_segment: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, (int, np.integer)) or not MIN_BITS <= self.bits <= MAX_BITS:
@@ -84,7 +88,8 @@ class EncodeOptions:
         """Every option, as the JSON of ``icq.encoder_options``."""
         return json.dumps(
             {"bits": int(self.bits), "outlier_ratio": float(self.outlier_ratio), "quantizer": self.quantizer,
-             "segment_log2": int(self.segment_log2), "order": self.order, "damping": float(self.damping)},
+             "segment_log2": int(self.segment_log2), "order": self.order, "damping": float(self.damping),
+             "outliers_per_segment": bool(self.outliers_per_segment)},
             sort_keys=True,
         )  # fmt: skip
 
@@ -108,13 +113,15 @@ def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | 
     x = x.reshape(-1, x.shape[-1])
     rows, cols = x.shape
     bits, kind = options.bits, QUANTIZERS[options.quantizer]
-    outliers = outlier_count(options.outlier_ratio, cols)
+    block, block_counts = outlier_blocks(options, cols)
+    outliers = int(block_counts.sum())
 
     weights = np.ones(cols) if statistic is None else statistic.weights
 
     def rows_fit(inlier_base, outlier_base, uniform):
         with KERNEL_LOCK:
-            return encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, CLIP_STARTS, REFITS)
+            return encode_rows(x, weights, block, block_counts, bits, inlier_base, outlier_base, uniform, CLIP_STARTS,
+                               REFITS)  # fmt: skip
 
     if kind == KIND_CODEBOOK:
         inlier_base, outlier_base = fit_codebook(x, weights, outliers, bits, rows_fit)
@@ -147,6 +154,16 @@ def encode_icq(array: np.ndarray, options: EncodeOptions, statistic: Prepared | 
 def outlier_count(ratio: float, cols: int) -> int:
     """Outliers per row for a ratio: ``round(ratio * cols)``, half to even (spec section 10, step 1)."""
     return min(int(round(ratio * cols)), cols)
+
+
+def outlier_blocks(options: EncodeOptions, cols: int) -> tuple[int, np.ndarray]:
+    """Where a row's outliers are chosen: blocks of ``block`` columns and the outliers of each, the
+    whole row at once, or each segment its ``outlier_count`` (``outliers_per_segment``)."""
+    if not options.outliers_per_segment:
+        return cols, np.array([outlier_count(options.outlier_ratio, cols)], np.int64)
+    segment = 1 << options.segment_log2
+    lengths = [min(segment, cols - start) for start in range(0, cols, segment)]
+    return segment, np.array([outlier_count(options.outlier_ratio, n) for n in lengths], np.int64)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from .decode import BACKENDS, check_output_size, decode_tensor
 from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
 from .hessian import DAMPING
 from .imatrix import load_calibration
-from .payload import check_payload_padding
+from .payload import Payload, check_payload_padding
+from .sub_records import slice_record
 
 __all__ = ["save", "load", "save_file", "load_file", "safe_open"]
 
@@ -238,18 +239,22 @@ class safe_open:  # noqa: N801 - the name safetensors users know
         start = self.header.data_offset
         self._device_data = upload(self._view[start : start + self.header.data_size])
 
-    def decode(self, record: TensorRecord, rows: tuple[int, int] | None = None):
-        """Decode ``record``, or its rows ``rows[0]`` to ``rows[1] - 1``, within ``max_output_size``."""
+    def decode(self, record: TensorRecord, rows: tuple[int, int] | None = None,
+               columns: tuple[int, int] | None = None):  # fmt: skip
+        """Decode ``record``, or its rows ``rows[0]`` to ``rows[1] - 1`` (and of them the columns
+        ``columns[0]`` to ``columns[1] - 1``), within ``max_output_size``."""
         if self.max_output_size is not None:
             elements = record.elements
             if rows is not None:  # rows of the leading dimension (raw) or icq rows
                 leading = record.shape[0] if record.coding == CODING_RAW else record.rows
                 elements = (rows[1] - rows[0]) * (record.elements // leading if leading else 0)
+            if columns is not None and record.cols:
+                elements = elements // record.cols * (columns[1] - columns[0])
             size = elements * dtypes.item_size(record.dtype)
             if size > self.max_output_size:
                 raise ValueError(f"decoded size {size} bytes is above max_output_size={self.max_output_size}")
         return decode_tensor(self.header, record, self.read_at, rows, backend=self.backend,
-                             device_data=self._device_data)  # fmt: skip
+                             device_data=self._device_data, columns=columns)  # fmt: skip
 
     def get_tensor(self, name: str) -> np.ndarray:
         return self.decode(self.record(name))
@@ -257,13 +262,22 @@ class safe_open:  # noqa: N801 - the name safetensors users know
     def get_slice(self, name: str) -> _Slice:
         return _Slice(self, self.record(name))
 
+    def slice_record(self, name: str, columns: tuple[int, int], rows: tuple[int, int] | None = None) -> bytes:
+        """Columns ``columns[0]`` to ``columns[1] - 1`` of icq tensor ``name`` (and of its leading
+        axis ``rows``) as a one-tensor ICQ file of their own, cut at segment boundaries without
+        decoding (:func:`icqcodec.sub_records.slice_record`): what a tensor-parallel loader ships
+        each device."""
+        return slice_record(Payload(self.header, self.record(name), self.read_at), columns, rows)
+
     def check_padding(self) -> None:
         """9.2 step 10: the padding between payloads (after decoding every tensor)."""
         check_payload_padding(self.header, self.read_at)
 
 
 class _Slice:
-    """``get_slice(name)[a:b]`` decodes only rows ``a`` to ``b - 1`` of the leading dimension."""
+    """``get_slice(name)[a:b]`` decodes only rows ``a`` to ``b - 1`` of the leading dimension;
+    ``[a:b, c0:c1]`` (``[a:b, ..., c0:c1]`` above rank 2) only the segments that cover columns
+    ``c0`` to ``c1 - 1`` of the last axis, too."""
 
     def __init__(self, owner: safe_open, record: TensorRecord) -> None:
         self.owner, self.record = owner, record
@@ -273,12 +287,37 @@ class _Slice:
 
     def __getitem__(self, index) -> np.ndarray:
         record = self.record
-        if not isinstance(index, slice) or index.step not in (None, 1) or not record.shape:
-            raise TypeError("get_slice supports [start:stop] on the leading dimension only")
-        start, stop, _ = index.indices(record.shape[0])
-        stop = max(start, stop)
-        if record.coding != CODING_RAW and len(record.shape) == 1:  # one icq row: decode it, then cut it
-            return self.owner.get_tensor(record.name)[start:stop]
-        inner = 1 if record.coding == CODING_RAW else record.rows // record.shape[0]
-        out = self.owner.decode(record, (start * inner, stop * inner))
-        return out.reshape((stop - start, *record.shape[1:]))
+        shape = record.shape
+        if not shape:
+            raise TypeError(f"tensor {record.name!r} has rank 0: get_slice needs an axis to cut")
+        ranges = _ranges(index, shape)
+        (start, stop), (c0, c1) = ranges[0], ranges[-1]
+        columns = None if (c0, c1) == (0, shape[-1]) else (c0, c1)
+        if len(shape) == 1:
+            return self.owner.decode(record, None, columns)
+        inner = 1 if record.coding == CODING_RAW else record.rows // shape[0]
+        out = self.owner.decode(record, (start * inner, stop * inner), columns)
+        return out.reshape((stop - start, *shape[1:-1], c1 - c0))
+
+
+def _ranges(index, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The (start, stop) of every axis that ``index`` asks for: slices of step 1 on the leading and
+    the last axis, every axis between taken whole (TypeError otherwise)."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if items.count(Ellipsis) > 1:
+        raise TypeError("get_slice takes one ... at most")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * max(0, len(shape) - len(items) + 1)
+    if len(items) > len(shape):
+        raise TypeError(f"get_slice got {len(items)} indices for a tensor of rank {len(shape)}")
+    items += [slice(None)] * (len(shape) - len(items))
+    ranges = []
+    for axis, (item, size) in enumerate(zip(items, shape, strict=True)):
+        if not isinstance(item, slice) or item.step not in (None, 1):
+            raise TypeError("get_slice supports [start:stop] of step 1 on the leading and the last axis only")
+        start, stop, _ = item.indices(size)
+        if 0 < axis < len(shape) - 1 and (start, stop) != (0, size):
+            raise TypeError("get_slice cuts the leading and the last axis only; take the axes between whole")
+        ranges.append((start, max(start, stop)))
+    return ranges

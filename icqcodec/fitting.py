@@ -198,12 +198,26 @@ def _select_outliers(row, count, out):
             k += 1
 
 
+@nb.njit(**JIT)
+def _select_row(row, block, block_counts, out):
+    """A row's outlier columns, ascending: the ``block_counts[b]`` largest magnitudes of each block
+    of ``block`` columns (one block, the whole row, unless the outliers are fixed per segment)."""
+    k = 0
+    for b in range(block_counts.size):
+        start = b * block
+        count = block_counts[b]
+        _select_outliers(row[start : min(start + block, row.size)], count, out[k : k + count])
+        for j in range(k, k + count):
+            out[j] += start
+        k += count
+
+
 @nb.njit(parallel=True, **JIT)
-def outlier_positions(x, count):
-    """Every row's ``count`` outlier columns, ascending (as the encoder picks them)."""
-    positions = np.zeros((x.shape[0], count), dtype=np.int64)
+def outlier_positions(x, block, block_counts):
+    """Every row's outlier columns, ascending (as the encoder picks them, :func:`_select_row`)."""
+    positions = np.zeros((x.shape[0], block_counts.sum()), dtype=np.int64)
     for r in nb.prange(x.shape[0]):
-        _select_outliers(x[r], count, positions[r])
+        _select_row(x[r], block, block_counts, positions[r])
     return positions
 
 
@@ -221,10 +235,12 @@ def code_and_value(v, outlier, offset, scale, o_offset, o_scale, inlier_base, ou
 
 
 @nb.njit(parallel=True, **JIT)
-def encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, starts, refits):
-    """Codes, f16 parameter bits, outlier columns and ``weights``-weighted squared error of every
-    row; ``weights`` (one per column, positive) weigh the range fits too."""
+def encode_rows(x, weights, block, block_counts, bits, inlier_base, outlier_base, uniform, starts, refits):
+    """Codes, f16 parameter bits, outlier columns (``block_counts[b]`` in each block of ``block``
+    columns) and ``weights``-weighted squared error of every row; ``weights`` (one per column,
+    positive) weigh the range fits too."""
     rows, cols = x.shape
+    outliers = block_counts.sum()
     codes = np.zeros((rows, cols), dtype=np.uint8)
     params = np.zeros((rows, 4), dtype=np.uint16)
     positions = np.zeros((rows, outliers), dtype=np.int64)
@@ -233,7 +249,7 @@ def encode_rows(x, weights, outliers, bits, inlier_base, outlier_base, uniform, 
     for r in nb.prange(rows):
         row = x[r].astype(np.float64)
         is_outlier = np.zeros(cols, dtype=np.bool_)
-        _select_outliers(x[r], outliers, positions[r])
+        _select_row(x[r], block, block_counts, positions[r])
         for k in range(outliers):
             is_outlier[positions[r, k]] = True
         inliers = np.empty(cols - outliers, dtype=np.float64)

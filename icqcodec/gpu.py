@@ -22,6 +22,7 @@ import numpy as np
 from . import dtypes
 from . import payload_checks as checks
 from .bitstream import packed_size
+from .column_slices import ColumnWindow
 from .constants import CODING_RAW
 from .container import Header, ReadAt, TensorRecord
 from .errors import BackendUnavailableError
@@ -29,7 +30,7 @@ from .jit import tail_is_zero
 from .payload import Payload
 from .raw_coding import decode_raw
 
-__all__ = ["available", "decode_tensor", "upload", "Plan", "KernelVariant", "kernel_variant", "launch_shape",
+__all__ = ["available", "decode_tensor", "decode_window", "upload", "Plan", "KernelVariant", "kernel_variant", "launch_shape",
            "kernel", "grid_limit", "warp_shared_bytes", "chain_flags"]  # fmt: skip
 
 
@@ -188,12 +189,15 @@ class Plan:
     the per-segment status into FormatError. Benchmarks time ``run``.
     """
 
-    def __init__(self, cupy, payload: Payload, rows, device_data) -> None:
+    def __init__(self, cupy, payload: Payload | ColumnWindow, rows, device_data) -> None:
         record, p = payload.record, payload.record.params
         self.cupy, self.record, self.params = cupy, record, p
         self.whole = rows is None
         self.name = record.name
         self.first, stop = rows if rows is not None else (0, record.rows)
+        # where messages count rows and segments from, and the row outlier count checked
+        self.row_first, self.segment_first = payload.row_first + self.first, payload.segment_first
+        self.expected = payload.expected_outliers
         self.count, self.cols = stop - self.first, record.cols
         per_row = 4 if p.outliers else 2
         row_stride = packed_size(self.cols, p.bits)
@@ -218,7 +222,7 @@ class Plan:
             starts, chain_status = checks.segment_starts(count_words, record.rows * self.segments, p.count_bits,
                                                    p.total_symbols)  # fmt: skip
         if self.flags[:, :2].any() or chain_status:
-            checks.raise_first(name, self.first, self.flags, chain_status, p.outliers)
+            checks.raise_first(name, self.row_first, self.flags, chain_status, self.expected, self.segment_first)
 
         self.out_kind = checks.output_kind(record.dtype)
         self.per_row = per_row
@@ -315,8 +319,8 @@ class Plan:
         if not self.params.outliers:
             return
         status = self.cupy.asnumpy(self.status)[: self.count * self.segments].reshape(self.count, self.segments)
-        if chain_flags(status, self.flags, self.params.outliers):
-            checks.raise_first(self.name, self.first, self.flags, 0, self.params.outliers)
+        if chain_flags(status, self.flags, self.expected):
+            checks.raise_first(self.name, self.row_first, self.flags, 0, self.expected, self.segment_first)
         if self.gap_padding_set:
             raise checks.gap_padding_error(self.name)
 
@@ -330,23 +334,29 @@ class Plan:
         return out.reshape(shape)
 
 
-def chain_flags(status: np.ndarray, flags: np.ndarray, expected: int) -> bool:
+def chain_flags(status: np.ndarray, flags: np.ndarray, expected: int | None) -> bool:
     """Turn the kernels' per-segment status (rows x segments: outliers placed, or minus the chain
     error code) into the decoders' row flags (columns 2 and 3: code and segment, or code 3 and the
-    outliers found when a row's count is not ``expected``); whether any row failed."""
+    outliers found when a row's count is not ``expected``, unless that is None); whether any row
+    failed."""
     failed = status < 0
     bad = failed.any(axis=1)
     segment = failed.argmax(axis=1)[bad]
     flags[bad, 2] = -status[bad, segment]
     flags[bad, 3] = segment
     found = status.sum(axis=1, dtype=np.int64)
-    short = ~bad & (found != expected)
+    short = ~bad & (found != expected) if expected is not None else np.zeros_like(bad)
     flags[short, 2] = checks.CHAIN_COUNT
     flags[short, 3] = found[short]
     return bool(bad.any() or short.any())
 
 
-def _decode_icq(cupy, payload: Payload, rows, device_data):
+def decode_window(window: ColumnWindow):
+    """Decode the segments of a column slice (spec section 9.4) on the GPU, as a matrix."""
+    return _decode_icq(_cupy(), window, None, None)
+
+
+def _decode_icq(cupy, payload: Payload | ColumnWindow, rows, device_data):
     plan = Plan(cupy, payload, rows, device_data)
     out = plan.empty_output()
     plan.run(out)

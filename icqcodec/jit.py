@@ -13,7 +13,7 @@ import numpy as np
 
 from .bitstream import packed_size
 
-__all__ = ["JIT", "KERNEL_LOCK", "field", "tail_is_zero", "pack_fields", "pack_rows"]
+__all__ = ["JIT", "KERNEL_LOCK", "field", "tail_is_zero", "copy_bits", "pack_fields", "pack_rows"]
 
 # cache=True keeps compiled kernels on disk between runs; nogil lets threads share the CPU
 JIT = dict(cache=True, nogil=True)
@@ -51,6 +51,20 @@ def pack_into(words, first_word, values, width):
         words[w] |= np.uint32(shifted & np.uint64(0xFFFFFFFF))
         if (position & 31) + width > 32:
             words[w + 1] |= np.uint32(shifted >> np.uint64(32))
+
+
+@nb.njit(**JIT)
+def copy_bits(source, source_bit, target, target_bit, count):
+    """OR ``count`` bits of ``source`` from stream bit ``source_bit`` into ``target`` from
+    ``target_bit`` (both little-endian 32-bit words, section 5), 32 bits at a time."""
+    for k in range(0, count, 32):
+        width = min(32, count - k)
+        position = target_bit + k
+        w = position >> 5
+        shifted = np.uint64(field(source, source_bit + k, width)) << np.uint64(position & 31)
+        target[w] |= np.uint32(shifted & np.uint64(0xFFFFFFFF))
+        if (position & 31) + width > 32:
+            target[w + 1] |= np.uint32(shifted >> np.uint64(32))
 
 
 @nb.njit(parallel=True, **JIT)

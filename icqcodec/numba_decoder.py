@@ -12,6 +12,7 @@ import numpy as np
 
 from . import dtypes
 from .bitstream import packed_size
+from .column_slices import ColumnWindow
 from .constants import CODING_RAW
 from .container import Header, ReadAt, TensorRecord
 from .float_bits import f16_bits_to_f32, f16_is_finite, f32_to_bf16_bits, f32_to_f16_bits
@@ -32,7 +33,7 @@ from .payload_checks import (
 )
 from .raw_coding import decode_raw
 
-__all__ = ["decode_tensor"]
+__all__ = ["decode_tensor", "decode_window"]
 
 
 @nb.njit(**JIT)
@@ -71,8 +72,9 @@ def _decode_bytes(target, source, table_in, bits, units, byte_count, item_size):
 
 @nb.njit(parallel=True, **JIT)
 def _decode_rows(out, wide, units, params, code_words, code_bytes, row_words, cols, bits, inlier_book, outlier_book,
-                 starts, gap_words, gap_bit_base, gap_bits, segment, outliers, out_kind, chains):  # fmt: skip
+                 starts, gap_words, gap_bit_base, gap_bits, segment, outliers, expected, out_kind, chains):  # fmt: skip
     """Decode rows into ``out`` (uint16 or uint32 bit patterns); returns per-row error flags.
+    Each row's outliers are checked against ``expected``, unless it is negative.
 
     ``wide`` is ``out`` viewed with a wider unsigned type, ``units`` of them per byte of codes, or
     an empty array when no such view exists; then codes are decoded a whole byte at a time.
@@ -148,7 +150,7 @@ def _decode_rows(out, wide, units, params, code_words, code_bytes, row_words, co
                 flags[r, 2], flags[r, 3] = CHAIN_TRAILING_ESCAPE, s
             if flags[r, 2]:
                 break
-        if flags[r, 2] == 0 and found != outliers:
+        if flags[r, 2] == 0 and expected >= 0 and found != expected:
             flags[r, 2], flags[r, 3] = CHAIN_COUNT, found
     return flags
 
@@ -169,7 +171,12 @@ def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt,
     return out
 
 
-def _decode_icq(payload: Payload, rows: tuple[int, int] | None) -> np.ndarray:
+def decode_window(window: ColumnWindow) -> np.ndarray:
+    """Decode the segments of a column slice (spec section 9.4), as a matrix."""
+    return _decode_icq(window, None)
+
+
+def _decode_icq(payload: Payload | ColumnWindow, rows: tuple[int, int] | None) -> np.ndarray:
     record, p = payload.record, payload.record.params
     name = record.name
     first, stop = rows if rows is not None else (0, record.rows)
@@ -211,8 +218,9 @@ def _decode_icq(payload: Payload, rows: tuple[int, int] | None) -> np.ndarray:
         flags = _decode_rows(out, wide, units, params, code_words, code_words.view(np.uint8), row_stride // 4, cols,
                              p.bits, inlier_book, outlier_book,
                              starts, gap_words, gap_bit_base, max(p.gap_bits, 1), p.segment, p.outliers,
+                             -1 if payload.expected_outliers is None else payload.expected_outliers,
                              out_kind, chain_status == 0)  # fmt: skip
-    raise_first(name, first, flags, chain_status, p.outliers)
+    raise_first(name, payload.row_first + first, flags, chain_status, payload.expected_outliers, payload.segment_first)
     if p.outliers and rows is None and not tail_is_zero(gap_words, p.total_symbols * p.gap_bits - gap_bit_base):
         raise gap_padding_error(name)
     shape = record.shape if rows is None else (count, cols)

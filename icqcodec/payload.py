@@ -55,7 +55,15 @@ def verify_chunks(
 
 
 class Payload:
-    """A tensor's payload body; every read first checks the chunks it touches (spec section 4.4)."""
+    """A tensor's payload body; every read first checks the chunks it touches (spec section 4.4).
+
+    Decoders read it as they read a :class:`icqcodec.column_slices.ColumnWindow`: rows and segments
+    counted from ``row_first`` and ``segment_first`` in their messages, and every row's outliers
+    checked against ``expected_outliers``.
+    """
+
+    row_first = 0
+    segment_first = 0
 
     def __init__(self, header: Header, record: TensorRecord, read_at: ReadAt) -> None:
         self.header, self.record = header, record
@@ -66,6 +74,7 @@ class Payload:
         self.table = bytes(read_at(self.start + self.layout.body_size, 4 * self.layout.chunk_count))
         verify_table(record, self.table)
         self.verified: set[int] = set()
+        self.expected_outliers = record.params.outliers if record.params else None
 
     def _read_payload(self, offset: int, size: int) -> bytes:
         return self.read_at(self.start + offset, size)

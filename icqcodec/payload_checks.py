@@ -69,11 +69,14 @@ def segment_starts(count_words, n, count_bits, total):
     return starts, 0
 
 
-def raise_first(name: str, first: int, flags: np.ndarray, chain_status: int, expected: int) -> None:
+def raise_first(
+    name: str, first: int, flags: np.ndarray, chain_status: int, expected: int | None, segment_first: int = 0
+) -> None:
     """Raise the error the reference decoder would raise first (spec section 9.2 step 9).
 
     ``flags[r]``: (non-finite parameter, code padding set, chain error code, its segment or the
-    outliers found); ``chain_status``: that of :func:`segment_starts`; rows start at ``first``.
+    outliers found); ``chain_status``: that of :func:`segment_starts`; rows start at ``first``,
+    segments at ``segment_first``.
     """
     for column, detail in ((0, "row parameters hold a value that is not finite"),
                            (1, "padding bits of code row {row} are not zero")):  # fmt: skip
@@ -88,7 +91,7 @@ def raise_first(name: str, first: int, flags: np.ndarray, chain_status: int, exp
     if bad.size:
         r = bad[0]
         code, extra = flags[r, 2], flags[r, 3]
-        where = f"tensor {name!r} row {first + r} segment {extra}: "
+        where = f"tensor {name!r} row {first + r} segment {segment_first + extra}: "
         if code == CHAIN_PAST_END:
             raise CorruptStreamError(where + "gap chain runs past the end of the segment", section="8")
         if code == CHAIN_TRAILING_ESCAPE:

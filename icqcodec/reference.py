@@ -9,6 +9,8 @@ shared with every decoder: :mod:`icqcodec.container` and :mod:`icqcodec.payload`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import dtypes
@@ -21,7 +23,10 @@ from .payload import Payload
 from .raw_coding import bool_error, raw_rows
 from .scalar_codes import codebooks, inlier_levels, outlier_levels, to_output
 
-__all__ = ["load", "decode_tensor"]
+if TYPE_CHECKING:  # the reference decoder itself stays plain Python and numpy
+    from .column_slices import ColumnWindow
+
+__all__ = ["load", "decode_tensor", "decode_window"]
 
 
 def load(data: bytes | memoryview) -> dict[str, np.ndarray]:
@@ -90,7 +95,12 @@ def decode_raw(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
 # ---- 6.2 icq ----------------------------------------------------------------------------------------
 
 
-def decode_icq(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
+def decode_window(window: ColumnWindow) -> np.ndarray:
+    """9.4: "the segments that cover them", read as a matrix of their own and decoded as any rows."""
+    return decode_icq(window, None)
+
+
+def decode_icq(body: Payload | ColumnWindow, rows: tuple[int, int] | None) -> np.ndarray:
     """6.2 icq: codebook, row parameters, codes, segment counts, gap symbols."""
     record, p = body.record, body.record.params
     name = record.name
@@ -122,7 +132,7 @@ def decode_icq(body: Payload, rows: tuple[int, int] | None) -> np.ndarray:
         codes[r] = unpack(row, cols, p.bits)
         if not bits_are_zero(row, cols * p.bits):
             raise CorruptStreamError(
-                f"tensor {name!r}: padding bits of code row {first + r} are not zero", section="6.2"
+                f"tensor {name!r}: padding bits of code row {body.row_first + first + r} are not zero", section="6.2"
             )
 
     # 4-5. Segment counts and gap symbols: the outlier positions (section 8)
@@ -161,7 +171,7 @@ def dequantize_rows(params, codes, outlier, bits, outliers, inlier_book, outlier
 # ---- 8 Index coding of outlier positions --------------------------------------------------------
 
 
-def decode_positions(body: Payload, first: int, stop: int, outlier: np.ndarray) -> None:
+def decode_positions(body: Payload | ColumnWindow, first: int, stop: int, outlier: np.ndarray) -> None:
     """Mark the outliers of rows ``first`` to ``stop - 1`` (spec section 8)."""
     record, p = body.record, body.record.params
     name = record.name
@@ -198,12 +208,13 @@ def decode_positions(body: Payload, first: int, stop: int, outlier: np.ndarray) 
         for s, (start, length) in enumerate(bounds):
             j = r * segments + s
             chain = symbols[starts[j] - symbol_first : starts[j + 1] - symbol_first].tolist()
-            where = f"tensor {name!r} row {r} segment {s}: "
+            where = f"tensor {name!r} row {body.row_first + r} segment {body.segment_first + s}: "
             for position in decode_segment(chain, length, p.gap_bits, where=where):
                 outlier[r - first, start + position] = True
                 found += 1
-        # "and that every row has exactly outliers outliers (corrupt)"
-        if found != p.outliers:
+        # "and that every row has exactly outliers outliers (corrupt)"; 9.4: a reader of columns
+        # does not read the row's other segments and checks no count
+        if body.expected_outliers is not None and found != body.expected_outliers:
             raise CorruptStreamError(
                 f"tensor {name!r}: row {r} has {found} outliers, expected {p.outliers}", section="8"
             )

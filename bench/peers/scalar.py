@@ -32,7 +32,8 @@ def clipped_ranges(groups: np.ndarray, bits: int, weights: np.ndarray | None = N
     g = np.ascontiguousarray(groups, dtype=np.float32)
     w = np.ones(g.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
     base = np.arange(1 << bits, dtype=np.float64)
-    _, params, _, _ = encode_rows(g, w, 0, bits, base, base[:1], True, CLIP_STARTS, REFITS)
+    _, params, _, _ = encode_rows(g, w, g.shape[1], np.zeros(1, np.int64), bits, base, base[:1], True, CLIP_STARTS,
+                                  REFITS)  # fmt: skip
     zero, scale = params[:, 0].view(np.float16), params[:, 1].view(np.float16)
     return zero.astype(np.float32), scale.astype(np.float32)
 
