@@ -7,6 +7,7 @@ sees a partial file and an existing file is replaced only with ``overwrite=True`
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import warnings
@@ -18,7 +19,7 @@ import numpy as np
 from . import dtypes
 from .atomic import write_atomically
 from .calibration import Statistics
-from .constants import CODING_RAW, RESERVED_KEY_PREFIX
+from .constants import CODING_RAW, DEFAULT_SEGMENT_LOG2, RESERVED_KEY_PREFIX
 from .container import TensorRecord, bytes_reader, read_header
 from .decode import BACKENDS, check_output_size, decode_tensor
 from .encode import ENCODER_METADATA, EncodeOptions, assemble, encode_tensor
@@ -59,7 +60,8 @@ def _encode_all(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] |
 def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | None = None, bits: int = 2,
          outlier_ratio: float = 0.05, quantizer: str = "uniform", coding: str | Mapping[str, str] = "auto",
          dtype: str | None = None, calibration: Statistics | str | os.PathLike | None = None,
-         order: str = "activation", damping: float = DAMPING) -> bytes:  # fmt: skip
+         order: str = "activation", damping: float = DAMPING, segment_log2: int = DEFAULT_SEGMENT_LOG2,
+         outliers_per_segment: bool = False) -> bytes:  # fmt: skip
     """Encode named tensors into the bytes of one ICQ file.
 
     Args:
@@ -74,6 +76,9 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
             llama.cpp importance matrix ``.gguf`` (:mod:`icqcodec.imatrix`) or a
             :class:`~icqcodec.calibration.Statistics`); quantized tensors they name get
             Hessian-guided codes, chosen in ``order`` with ``damping``.
+        segment_log2, outliers_per_segment: segments of ``2^segment_log2`` columns for the outlier
+            positions; with ``outliers_per_segment``, the same outliers in each segment of every row,
+            so that any run of whole segments is an icq tensor of its own (:meth:`safe_open.slice_record`).
 
     Raises:
         InputError: a statistic names no tensor, or does not fit its tensor's input size.
@@ -84,7 +89,8 @@ def save(tensors: Mapping[str, np.ndarray], *, metadata: Mapping[str, str] | Non
         >>> sorted(icqcodec.load(data))
         ['b', 'w']
     """
-    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping)
+    options = EncodeOptions(bits=bits, outlier_ratio=outlier_ratio, quantizer=quantizer, order=order, damping=damping,
+                            segment_log2=segment_log2, outliers_per_segment=outliers_per_segment)  # fmt: skip
     return b"".join(_encode_all(tensors, metadata, options, coding, dtype, calibration))
 
 
@@ -115,9 +121,8 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike, *, ove
     Raises FileExistsError if ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    encode_options = EncodeOptions(
-        **{k: options.pop(k) for k in ("bits", "outlier_ratio", "quantizer", "order", "damping") if k in options}
-    )
+    names = [field.name for field in dataclasses.fields(EncodeOptions)]
+    encode_options = EncodeOptions(**{k: options.pop(k) for k in names if k in options})
     pieces = _encode_all(tensors, options.pop("metadata", None), encode_options, options.pop("coding", "auto"),
                          options.pop("dtype", None), options.pop("calibration", None))  # fmt: skip
     if options:

@@ -51,8 +51,8 @@ def slice_record(payload: Payload, columns: tuple[int, int], rows: tuple[int, in
         if found.size and (found != found[0]).any():
             low, high = int(found.min()), int(found.max())
             raise ValueError(f"tensor {record.name!r}: its rows hold {low} to {high} outliers in columns {c0}:{c1}; a "
-                             "sub-record needs the same count in every row (encode with outliers fixed per "
-                             "segment)")  # fmt: skip
+                             "sub-record needs the same count in every row (encode with outliers_per_segment, "
+                             "--outliers-per-segment)")  # fmt: skip
         outliers = int(found[0]) if found.size else 0
         if outliers == 0:  # no outlier in those columns: the sub-record has no outlier side
             row_params = np.frombuffer(sections["params"], "<u2").reshape(-1, 4)[:, :2]

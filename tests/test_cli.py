@@ -238,18 +238,22 @@ def test_a_budget_no_coding_meets_is_refused_before_any_output(tmp_path, rng, bu
     assert re.search(r"possible: \d\.\d{4} to 32\.\d{4} bits/weight", result.output), result.output
 
 
-def test_encode_segment_sets_the_segment_of_every_quantized_tensor(tmp_path, rng):
+def test_encode_segment_and_outliers_per_segment_make_tensor_parallel_cuts(tmp_path, rng):
     from safetensors.numpy import save_file
 
     import icqcodec
 
     save_file({"w": rng.standard_normal((16, 1792)).astype(np.float32)}, str(tmp_path / "m.safetensors"))
     done = CliRunner().invoke(main, ["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "m.icq"),
-                                     "--segment", "256"])  # fmt: skip
+                                     "--segment", "256", "--outliers-per-segment"])  # fmt: skip
     assert done.exit_code == 0, done.output
     with icqcodec.safe_open(tmp_path / "m.icq") as icq:
         assert icq.record("w").params.segment_log2 == 8  # 1792 = 7 x 256 columns: 7 whole segments
         assert json.loads(icq.metadata()["icq.encoder_options"])["segment_log2"] == 8
+        whole = icq.get_tensor("w")
+        for gpu in range(7):  # each tensor-parallel rank's columns, cut without decoding
+            cut = icq.slice_record("w", (gpu * 256, (gpu + 1) * 256))
+            assert icqcodec.decode(cut).tobytes() == whole[:, gpu * 256 : (gpu + 1) * 256].tobytes()
     for bad in ("100", "8", str(1 << 25)):
         refused = CliRunner().invoke(main, ["encode", str(tmp_path / "m.safetensors"), str(tmp_path / "x.icq"),
                                             "--segment", bad])  # fmt: skip

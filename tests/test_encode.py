@@ -1,6 +1,7 @@
 """Spec section 10 (informative encoder): options, determinism, golden encodings, refusals."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,32 @@ def test_auto_coding_keeps_passthrough_tensors_bit_exact(rng):
         assert decoded[name].tobytes() == tensors[name].tobytes()
     assert decoded["weight"].dtype == np.float32
     assert not np.array_equal(decoded["weight"], tensors["weight"])  # quantized
+
+
+def test_outliers_per_segment_fix_each_segments_count():
+    from icqcodec.bitstream import unpack
+    from icqcodec.container import bytes_reader, read_header, tensor_layout
+    from icqcodec.encode import outlier_count
+
+    weights = np.random.default_rng(2).standard_t(3, (16, 700)).astype(np.float32)
+    for per_segment in (False, True):
+        data = files.save({"w": weights}, bits=2, outlier_ratio=0.1, segment_log2=7, outliers_per_segment=per_segment)
+        read_at, size = bytes_reader(data)
+        header = read_header(read_at, size)
+        record = header.tensors[0]
+        p = record.params
+        layout = tensor_layout(record, header.chunk_log2)
+        start = header.data_offset + record.offset
+        gaps = unpack(read_at(start + layout.sections["gaps"][0], layout.sections["gaps"][1]), p.total_symbols,
+                      p.gap_bits)  # fmt: skip
+        counts = unpack(read_at(start + layout.sections["counts"][0], layout.sections["counts"][1]), 16 * 6,
+                        p.count_bits)  # fmt: skip
+        placed = np.concatenate([[0], np.cumsum(gaps != (1 << p.gap_bits) - 1)])
+        ends = np.cumsum(counts)
+        per = (placed[ends] - placed[ends - counts]).reshape(16, 6)
+        if per_segment:
+            assert (per == [outlier_count(0.1, n) for n in (128,) * 5 + (60,)]).all()
+            assert p.outliers == 13 * 5 + 6
+        else:
+            assert p.outliers == outlier_count(0.1, 700) and len(set(per[:, 0])) > 1
+        assert json.loads(header.metadata["icq.encoder_options"])["outliers_per_segment"] is per_segment
