@@ -36,7 +36,7 @@ MAX_LOG2 = 12  # longer segments save almost nothing more
 def position_bits(cols: int, segment_log2: int, rng) -> tuple[float, int, int]:
     """Bits per weight of the positions, and the gap and count widths, at one segment length."""
     rows = rng.standard_t(4, size=(ROWS, cols)).astype(np.float32)
-    plan = index_plan(outlier_positions(rows, outlier_count(RATIO, cols)), cols, segment_log2)
+    plan = index_plan(outlier_positions(rows, cols, np.array([outlier_count(RATIO, cols)])), cols, segment_log2)
     segments = ROWS * -(-cols // (1 << segment_log2))
     return (segments * plan.count_bits + plan.total * plan.gap_bits) / rows.size, plan.gap_bits, plan.count_bits
 

@@ -77,7 +77,7 @@ def _window_gaps(out, gaps, gap_bit_base, gap_bits, starts, segments, s0, s1, ro
 
 
 def _words(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32, copy=False)
 
 
 def column_window(payload: Payload, rows: tuple[int, int] | None, columns: tuple[int, int]) -> ColumnWindow:

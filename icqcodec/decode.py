@@ -64,7 +64,9 @@ def _decode_columns(header, record, read_at, rows, backend, device_data, columns
     # no columns: still the one covering segment read and checked, so an empty range is no blind spot
     read = (c0, c1) if c1 > c0 else (min(c0, record.cols - 1), min(c0, record.cols - 1) + 1)
     window = column_window(Payload(header, record, read_at), rows, read)
-    out = decode_window(window)[:, c0 - window.column_first : c1 - window.column_first].copy()
+    out = decode_window(window)
+    if (c0, c1) != (window.column_first, window.column_first + window.record.cols):  # else it is the window
+        out = out[:, c0 - window.column_first : c1 - window.column_first].copy()
     return out.reshape((*record.shape[:-1], c1 - c0)) if rows is None else out
 
 

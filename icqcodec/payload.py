@@ -82,10 +82,15 @@ class Payload:
     def read(self, offset: int, size: int) -> bytes:
         """Body bytes ``offset`` to ``offset + size - 1``, their chunks verified first."""
         chunk = self.header.chunk_size
-        for index in range(offset // chunk, -(-(offset + size) // chunk)):
-            if index not in self.verified:
-                verify_chunks(self.record, self.header, self.table, self._read_payload, index, index + 1)
-                self.verified.add(index)
+        run = None  # the first of the chunks not yet verified just before ``index``
+        for index in range(offset // chunk, -(-(offset + size) // chunk) + 1):
+            fresh = index < -(-(offset + size) // chunk) and index not in self.verified
+            if fresh and run is None:
+                run = index
+            elif not fresh and run is not None:  # one call for a run of chunks: checked in order
+                verify_chunks(self.record, self.header, self.table, self._read_payload, run, index)
+                self.verified.update(range(run, index))
+                run = None
         return self._read_payload(offset, size)
 
     def section(self, name: str, start: int = 0, size: int | None = None) -> bytes:

@@ -93,7 +93,7 @@ def test_rounding_gives_the_codes_of_gptq(rng):
     w = (rng.standard_t(4, size=(32, 96)) * 0.02).astype(np.float32)
     prepared = prepare(h, 96, order="natural")
     inlier_base, outlier_base = np.arange(8.0), np.arange(4.0)
-    _, params, positions, _ = encode_rows(w, prepared.weights, 5, 3, inlier_base, outlier_base, True, CLIP_STARTS,
+    _, params, positions, _ = encode_rows(w, prepared.weights, w.shape[1], np.array([5]), 3, inlier_base, outlier_base, True, CLIP_STARTS,
                                           REFITS)  # fmt: skip
     codes, _ = rounded_codes(w, prepared.order, prepared.feedback, prepared.pivots, params, positions, 3, inlier_base,
                              outlier_base, True)  # fmt: skip
