@@ -4,6 +4,8 @@ and time, and the sub-record that ships the same columns compressed.
 The tensor: Student-t(4) weights, 2 bits, 5% outliers, 1024-column segments, outliers fixed per
 segment (so that the slice is also a sub-record). The slice is columns 3072-4095 of every row, as a
 tensor-parallel rank of 8 needs it. Whole and sliced decodes are interleaved, median of --repeats.
+Also what fixing the outliers per segment costs: the relative squared weight error of a 4096x4096
+Student-t(4) matrix at 2, 3 and 4 bits, outliers per segment against per row.
 
     python bench/column_slices.py [--rows 28672] [--cols 8192] [--repeats 5]    (about a minute)
 """
@@ -38,6 +40,20 @@ def timed(function, reads: list[tuple[int, int]]) -> tuple[float, int, object]:
         distinct += max(0, offset + size - max(offset, end))
         end = max(end, offset + size)
     return seconds, distinct, out
+
+
+def per_segment_cost() -> dict[int, list[float]]:
+    """Relative squared error (outliers per row, per segment) and their ratio, by code width."""
+    weights = (np.random.default_rng(1).standard_t(4, (4096, 4096)) * 0.02).astype(np.float32)
+    energy = float((weights.astype(np.float64) ** 2).sum())
+    cost = {}
+    for bits in (2, 3, 4):
+        errors = []
+        for per_segment in (False, True):
+            decoded = icqcodec.decode(files.save({"w": weights}, bits=bits, outliers_per_segment=per_segment))
+            errors.append(float(((decoded.astype(np.float64) - weights) ** 2).sum()) / energy)
+        cost[bits] = [*errors, errors[1] / errors[0]]
+    return cost
 
 
 def main() -> None:
@@ -84,12 +100,15 @@ def main() -> None:
     medians = {key: statistics.median(value) for key, value in times.items()}
     result = {"shape": [rows, cols], "columns": [c0, c1], "encode_seconds": encode_seconds, "payload_bytes": payload,
               "seconds": medians, "bytes_read": read, "sub_record_bytes": len(cut),
-              "slice_over_whole": medians["slice"] / medians["whole"]}  # fmt: skip
+              "slice_over_whole": medians["slice"] / medians["whole"], "per_segment_cost": per_segment_cost()}  # fmt: skip
     print(json.dumps(result, indent=2))
     print("\n| decode | time (s) | bytes read | of the payload |\n|---|---|---|---|")
     for key in ("whole", "slice", "sub_record"):
         print(f"| {key} | {medians[key]:.4f} | {read[key]:,} | {read[key] / payload:.3f} |")
     print(f"| decode of the sub-record ({len(cut):,} bytes) | {medians['sub_record_decode']:.4f} | - | - |")
+    print("\n| bits | error, outliers per row | per segment | ratio |\n|---|---|---|---|")
+    for bits, (row, segment, ratio) in result["per_segment_cost"].items():
+        print(f"| {bits} | {row:.5f} | {segment:.5f} | {ratio:.4f} |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .runner import expected_folder, vector_path
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"
-SPEC_VERSION = "1.0.2"  # of the manifest; each vector names the revision that added it
+SPEC_VERSION = "1.0.3"  # of the manifest; each vector names the revision that added it
 SEED = 20261123
 F16, BF16, F32 = 9, 10, 11
 ITEM = {0: 1, 1: 1, 2: 2, 3: 4, 4: 8, 5: 1, 6: 2, 7: 4, 8: 8, 9: 2, 10: 2, 11: 4, 12: 8, 13: 1, 14: 1}

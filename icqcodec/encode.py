@@ -65,7 +65,7 @@ class EncodeOptions:
     order: str = "activation"  # with calibration statistics: the order codes are chosen in
     damping: float = DAMPING  # with statistics: of the mean diagonal of H, added to its diagonal
     # the same outliers in each segment of every row, so that any run of whole segments is an icq
-    # tensor of its own (spec section 10.6); else each row's largest wherever they are
+    # tensor of its own (spec section 10.1); else each row's largest wherever they are
     outliers_per_segment: bool = False
 
     def __post_init__(self) -> None:

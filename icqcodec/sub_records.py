@@ -1,4 +1,4 @@
-"""Sub-records (spec section 10.6, informative): a run of whole segments of an icq tensor cut into
+"""Sub-records (spec section 10.1, informative): a run of whole segments of an icq tensor cut into
 an icq tensor of its own without decoding its codes, so that a tensor-parallel loader ships each
 device only its compressed columns.
 """
@@ -23,7 +23,7 @@ def slice_record(payload: Payload, columns: tuple[int, int], rows: tuple[int, in
                  name: str | None = None) -> bytes:  # fmt: skip
     """A one-tensor ICQ file holding columns ``columns`` of the last axis and ``rows`` of the
     leading one (all when None) of an icq tensor, named ``name`` (the tensor's own by default),
-    cut without decoding its codes (spec section 10.6): its codebook and row
+    cut without decoding its codes (spec section 10.1): its codebook and row
     parameters copied, each row's codes its bit range, the counts and gap symbols those of the
     covered segments. ``columns`` start on a segment boundary and end on one or at the last
     column; every row must hold the same number of outliers there (ValueError otherwise, as when

@@ -1,4 +1,4 @@
-"""Spec section 10.6: sub-records cut at segment boundaries are valid icq tensors that decode to the
+"""Spec section 10.1: sub-records cut at segment boundaries are valid icq tensors that decode to the
 slice, and the sub-records of a split put together give the whole tensor."""
 
 import numpy as np
