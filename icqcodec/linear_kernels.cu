@@ -300,3 +300,206 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
         }
     }
 }
+
+
+// ---- One row of activations, uniform kind: the streaming kernel ----------------------------------
+//
+// Each warp takes R weight rows. The block first stages x as float32 in shared memory (and sum(x)),
+// then each lane streams 128 consecutive columns of each of its rows at a time: BITS x 16 bytes of
+// codes in 16-byte loads. A code q becomes the float 1 + q / 2^BITS with one funnel shift (q to the
+// top BITS bits of the mantissa) and one LOP3 (mask, exponent of 1.0): acc = sum(x * (1 + q / 2^B)),
+// so sum(x * q) = 2^B (acc - sum(x)), and a weight costs the shift, the LOP3 and one FMA. (The
+// rounding errors of acc, amplified by 2^B, stay relative to sum(x * q), whose codes scale with 2^B.)
+//
+// Outliers: the gap symbols in groups of 32 of the tensor's symbol index, a group per lane at a time;
+// a group starts from its checkpoint (its row's segment and cursor at its first symbol, written by
+// icq_checkpoints) or at its row's start, and adds x * (outlier level - inlier level) of each outlier.
+#define STREAM_COLUMNS 128  // per lane and iteration
+#define GROUP 32            // gap symbols per checkpoint
+#define STREAM_WARPS 8
+
+template <int BITS>
+__device__ __forceinline__ float unit_code(const unsigned* w, int j) {
+    // 1 + q / 2^BITS for the code of column j of the lane's chunk; j is a constant once unrolled
+    const int position = j * BITS, word = position >> 5, shift = position & 31;
+    constexpr int target = 23 - BITS;  // where q's lowest bit goes in the mantissa
+    constexpr int words = BITS * STREAM_COLUMNS / 32;
+    unsigned t;
+    if (shift >= target) t = __funnelshift_r(w[word], word + 1 < words ? w[word + 1] : 0u, shift - target);
+    else t = __funnelshift_l(word > 0 ? w[word - 1] : 0u, w[word], target - shift);
+    constexpr unsigned mask = ((1u << BITS) - 1) << target;
+    return __uint_as_float((t & mask) | 0x3F800000u);
+}
+
+template <int BITS, int R, bool FULL>
+__device__ __forceinline__ void stream_chunk(const Tensor& t, const float* xs, int n0, int count, int first,
+                                             int width, float* acc) {
+    constexpr int WORDS = BITS * STREAM_COLUMNS / 32;
+    unsigned w[R][WORDS];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int n = n0 + (r < count ? r : 0);
+        const unsigned* row = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride) + (first >> 5) * BITS;
+        if (FULL) {
+#pragma unroll
+            for (int i = 0; i < WORDS / 4; ++i) {
+                const uint4 v = __ldg((const uint4*)row + i);
+                w[r][4 * i] = v.x;
+                w[r][4 * i + 1] = v.y;
+                w[r][4 * i + 2] = v.z;
+                w[r][4 * i + 3] = v.w;
+            }
+        } else {  // the row's last chunk: only the words the row has
+            const int have = (width * BITS + 31) >> 5;
+#pragma unroll
+            for (int i = 0; i < WORDS; ++i) w[r][i] = i < have ? __ldg(row + i) : 0u;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < STREAM_COLUMNS; j += 4) {
+        float4 x4 = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (FULL || j < width) x4 = *(const float4*)(xs + first + j);  // xs is padded to whole chunks
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            float a = acc[r];
+            a = fmaf(x4.x, unit_code<BITS>(w[r], j), a);
+            a = fmaf(x4.y, unit_code<BITS>(w[r], j + 1), a);
+            a = fmaf(x4.z, unit_code<BITS>(w[r], j + 2), a);
+            a = fmaf(x4.w, unit_code<BITS>(w[r], j + 3), a);
+            acc[r] = a;
+        }
+    }
+}
+
+// The outlier corrections of rows n0 .. n0 + count - 1, each lane's share added to corr[r].
+template <int R>
+__device__ __forceinline__ void stream_outliers(const Tensor& t, const float* xs, const float* book,
+                                                const unsigned* checkpoints, int n0, int count, float (&corr)[R]) {
+    const int lane = threadIdx.x & 31;
+    const int log2 = t.segment_log2;
+    const int segments = (t.cols + (1 << log2) - 1) >> log2;
+    const long long* starts = t.starts;
+    const long long begin = starts[(long long)n0 * segments], end = starts[(long long)(n0 + count) * segments];
+    const unsigned* gaps = (const unsigned*)(t.body + t.gaps);
+    const unsigned escape = (1u << t.gap_bits) - 1;
+    for (long long g = begin / GROUP + lane; g * GROUP < end; g += 32) {
+        long long i = g * GROUP > begin ? g * GROUP : begin;
+        const long long stop = (g + 1) * GROUP < end ? (g + 1) * GROUP : end;
+        int r = 0;  // the row of symbol i
+        while (r + 1 < count && starts[(long long)(n0 + r + 1) * segments] <= i) ++r;
+        long long row_begin = starts[(long long)(n0 + r) * segments];
+        int s = 0, cursor = 0;
+        if (i > row_begin) {  // inside its row: where the row's chain stood at the group's first symbol
+            const unsigned c = checkpoints[g];
+            s = (int)(c >> 16);
+            cursor = (int)(c & 0xFFFFu);
+        }
+        long long next = starts[(long long)(n0 + r) * segments + s + 1];  // the symbol that ends segment s
+        Row levels = row_levels(t, n0 + r, book);
+        const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)(n0 + r) * t.row_stride);
+        float sum = 0.0f;
+        for (; i < stop; ++i) {
+            while (i >= next) {  // the next segment (or, past the row's last, the next row)
+                ++s;
+                cursor = 0;
+                if (s == segments) {
+#pragma unroll
+                    for (int k = 0; k < R; ++k) corr[k] += k == r ? sum : 0.0f;
+                    sum = 0.0f;
+                    ++r;
+                    s = 0;
+                    levels = row_levels(t, n0 + r, book);
+                    codes = (const unsigned*)(t.body + t.codes + (long long)(n0 + r) * t.row_stride);
+                }
+                next = starts[(long long)(n0 + r) * segments + s + 1];
+            }
+            const unsigned v = field(gaps, i * t.gap_bits, t.gap_bits);
+            if (v == escape) {
+                cursor += (int)escape;
+                continue;
+            }
+            const int column = (s << log2) + cursor + (int)v;
+            cursor += (int)v + 1;
+            const unsigned q = field(codes, (long long)column * t.bits, t.bits);
+            sum = fmaf(xs[column], levels.outlier(q) - levels.inlier(q), sum);
+        }
+#pragma unroll
+        for (int k = 0; k < R; ++k) corr[k] += k == r ? sum : 0.0f;
+    }
+}
+
+// checkpoints[g] = (segment << 16) | cursor of the row holding symbol g * 32, at that symbol: one
+// thread per row walks its chains (valid: the host or the GPU decoder checked them).
+extern "C" __global__ void icq_checkpoints(TENSOR_ARGS, unsigned* checkpoints) {
+    const Tensor t = TENSOR;
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= t.rows) return;
+    const int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
+    const unsigned* gaps = (const unsigned*)(t.body + t.gaps);
+    const unsigned escape = (1u << t.gap_bits) - 1;
+    for (int s = 0; s < segments; ++s) {
+        unsigned cursor = 0;
+        const long long stop = t.starts[(long long)n * segments + s + 1];
+        for (long long i = t.starts[(long long)n * segments + s]; i < stop; ++i) {
+            if (i % GROUP == 0) checkpoints[i / GROUP] = ((unsigned)s << 16) | cursor;
+            const unsigned v = field(gaps, i * t.gap_bits, t.gap_bits);
+            cursor += v == escape ? escape : v + 1;
+        }
+    }
+}
+
+// y[n] = sum_k x[k] L[n, k] (+ bias[n]) for one row of activations, uniform kind; STREAM_WARPS warps
+// per block of R rows each; dynamic shared memory: x as float32, padded to whole 4096-column steps.
+template <int BITS, int R>
+__device__ __forceinline__ void stream_gemv(const Tensor& t, const unsigned* checkpoints, const void* x, int bf16,
+                                            const void* bias, void* y, float* xs, int padded) {
+    __shared__ float partial[STREAM_WARPS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float part = 0.0f;
+    for (int c = threadIdx.x; c < padded; c += blockDim.x) {
+        const float v = c < t.cols ? load(x, c, bf16) : 0.0f;
+        xs[c] = v;
+        part += v;
+    }
+    for (int d = 16; d > 0; d >>= 1) part += __shfl_xor_sync(0xffffffffu, part, d);
+    if (lane == 0) partial[warp] = part;
+    __syncthreads();
+    float sx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < STREAM_WARPS; ++k) sx += partial[k];
+
+    const int n0 = (blockIdx.x * STREAM_WARPS + warp) * R;
+    if (n0 >= t.rows) return;
+    const int count = min(R, t.rows - n0);
+    float acc[R], corr[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = corr[r] = 0.0f;
+    constexpr int STEP = 32 * STREAM_COLUMNS;
+    int first = lane * STREAM_COLUMNS;
+    for (; first + STREAM_COLUMNS <= t.cols; first += STEP) stream_chunk<BITS, R, true>(t, xs, n0, count, first, STREAM_COLUMNS, acc);
+    if (first < t.cols) stream_chunk<BITS, R, false>(t, xs, n0, count, first, t.cols - first, acc);
+    if (t.outliers) stream_outliers<R>(t, xs, nullptr, checkpoints, n0, count, corr);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        float a = acc[r], c = corr[r];
+        for (int d = 16; d > 0; d >>= 1) {
+            a += __shfl_down_sync(0xffffffffu, a, d);
+            c += __shfl_down_sync(0xffffffffu, c, d);
+        }
+        if (lane == 0 && r < count) {
+            const int n = n0 + r;
+            const Row levels = row_levels(t, n, nullptr);
+            // inliers: offset * sum(x) + scale * sum(x q), sum(x q) = 2^B (acc - sum(x))
+            const float out = fmaf(levels.offset, sx, fmaf(levels.scale * (float)(1 << BITS), a - sx, c));
+            store(y, n, bias ? out + load(bias, n, bf16) : out, bf16);
+        }
+    }
+}
+
+template <int BITS, int R>
+__global__ void __launch_bounds__(32 * STREAM_WARPS) icq_stream(TENSOR_ARGS, const unsigned* checkpoints,
+        const void* x, int bf16, const void* bias, void* y, int padded) {
+    const Tensor t = TENSOR;
+    extern __shared__ float xs[];
+    stream_gemv<BITS, R>(t, checkpoints, x, bf16, bias, y, xs, padded);
+}
