@@ -78,17 +78,9 @@ def main() -> None:
     parser.add_argument("--rows-per-warp", type=int, help="weight rows per warp of the one-row kernel (1-4)")
     parser.add_argument("--outlier-ratio", type=float, default=0.05)
     parser.add_argument("--int4pack", action="store_true", help="also PyTorch's int4 kernel, groups of 128")
-    parser.add_argument(
-        "--one-row-kernel",
-        action="store_true",
-        help="one row of activations through the earlier one-row kernel, not the streaming one",
-    )
     args = parser.parse_args()
     if args.rows_per_warp:
         icqcodec.torch.rows_per_warp = lambda rows: args.rows_per_warp
-        icqcodec.torch.STREAM_ROWS_PER_WARP = args.rows_per_warp
-    if args.one_row_kernel:
-        icqcodec.torch.streamable = lambda arguments, address: False
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     copy = copy_bandwidth()

@@ -24,7 +24,7 @@ from .decode import decode_tensor
 from .payload_checks import segment_starts
 
 __all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels", "stream_kernel",
-           "streamable", "stream_blocks", "stream_padded", "stream_shared", "checkpoint_count", "STREAM_WARPS"]  # fmt: skip
+           "streamable", "checkpoint_count", "STREAM_WARPS"]  # fmt: skip
 
 MAX_FUSED_ROWS = 16  # rows of activations the fused kernel takes (MAX_ACTIVATION_ROWS in the source)
 WARPS_PER_BLOCK = 8
@@ -115,19 +115,12 @@ def streamable(arguments: tuple[int, ...], payload_address: int) -> bool:
     codebook, _, codes, _, rows, cols, bits, outliers, _, segment_log2, row_stride = arguments
     segments = -(-cols // (1 << segment_log2))
     return (codebook < 0 and row_stride % 16 == 0 and (payload_address + codes) % 16 == 0
-            and stream_shared(cols) <= MAX_STREAM_SHARED
+            and 4 * _padded(cols) <= MAX_STREAM_SHARED
             and (not outliers or (segment_log2 <= 16 and segments <= 1 << 16)))  # fmt: skip
 
 
-def stream_padded(cols: int) -> int:
-    """Columns of x the streaming kernel stages: whole chunks of 128."""
+def _padded(cols: int) -> int:
     return -(-cols // STREAM_COLUMNS) * STREAM_COLUMNS
-
-
-def stream_shared(cols: int) -> int:
-    """Shared bytes of the streaming kernel's x: float32, 4 of padding per 128 columns (staged())."""
-    padded = stream_padded(cols)
-    return 4 * (padded + padded // STREAM_COLUMNS * 4)
 
 
 def checkpoint_count(total_symbols: int) -> int:
@@ -146,16 +139,6 @@ def stream_kernel(bits: int, rows_per_warp: int):
     kernel = module.get_function(name)
     kernel.max_dynamic_shared_size_bytes = MAX_STREAM_SHARED
     return kernel
-
-
-@functools.cache
-def stream_blocks(bits: int, rows_per_warp: int, shared: int) -> int:
-    """Blocks of the streaming kernel resident on the whole device at once: its persistent grid."""
-    import cupy
-
-    kernel = stream_kernel(bits, rows_per_warp)
-    per_sm = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, 32 * STREAM_WARPS, shared)
-    return max(1, per_sm) * cupy.cuda.Device().attributes["MultiProcessorCount"]
 
 
 @functools.cache

@@ -318,10 +318,6 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
 #define GROUP 32            // gap symbols per checkpoint
 #define STREAM_WARPS 8
 
-// Where column c of x lies in shared memory: 4 floats of padding after every 128 columns, so that the
-// 16-byte reads of 8 lanes 128 columns apart fall into 32 different banks.
-__device__ __forceinline__ int staged(int c) { return c + (c >> 7) * 4; }
-
 template <int BITS>
 __device__ __forceinline__ float unit_code(const unsigned* w, int j) {
     // 1 + q / 2^BITS for the code of column j of the lane's chunk; j is a constant once unrolled
@@ -362,7 +358,7 @@ __device__ __forceinline__ void stream_chunk(const Tensor& t, const float* xs, i
 #pragma unroll
     for (int j = 0; j < STREAM_COLUMNS; j += 4) {
         float4 x4 = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (FULL || j < width) x4 = *(const float4*)(xs + staged(first + j));  // padded to whole chunks
+        if (FULL || j < width) x4 = *(const float4*)(xs + first + j);  // xs is padded to whole chunks
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             float a = acc[r];
@@ -375,127 +371,60 @@ __device__ __forceinline__ void stream_chunk(const Tensor& t, const float* xs, i
     }
 }
 
-#define BATCH 8  // gap symbols a thread decodes before it gathers their codes and activations
-
-// The outlier corrections of the block's rows nb0 .. nb0 + count - 1, added into corr[row - nb0]
-// (shared) in a fixed order, so that every call gives the same bits. The threads take the rows'
-// groups of 32 gap symbols, one each per round: a thread decodes BATCH symbols' columns, then
-// gathers their codes and activations (BATCH loads in flight), then adds them up. A group's sums go
-// to its first row (head) and its last (tail); a row wholly inside one group is written by that
-// group alone; then one thread per row adds the heads and tails of the round's groups that cover it,
-// in group order. levels[r]: row nb0 + r's (offset, scale, outlier offset, outlier scale).
-template <int BITS>
-__device__ __forceinline__ void block_outliers(const Tensor& t, const float* xs, const unsigned* checkpoints, int nb0,
-                                               int count, const long long* row_starts, const float4* levels,
-                                               float* corr, float2* ends, int2* end_rows) {
+// The outlier corrections of rows n0 .. n0 + count - 1, each lane's share added to corr[r].
+template <int R>
+__device__ __forceinline__ void stream_outliers(const Tensor& t, const float* xs, const float* book,
+                                                const unsigned* checkpoints, int n0, int count, float (&corr)[R]) {
+    const int lane = threadIdx.x & 31;
     const int log2 = t.segment_log2;
     const int segments = (t.cols + (1 << log2) - 1) >> log2;
-    const long long begin = row_starts[0], end = row_starts[count];
+    const long long* starts = t.starts;
+    const long long begin = starts[(long long)n0 * segments], end = starts[(long long)(n0 + count) * segments];
     const unsigned* gaps = (const unsigned*)(t.body + t.gaps);
     const unsigned escape = (1u << t.gap_bits) - 1;
-    const unsigned char* code_rows = t.body + t.codes + (long long)nb0 * t.row_stride;
-    for (long long round = begin / GROUP; round * GROUP < end; round += blockDim.x) {
-        const long long g = round + threadIdx.x;
-        int head_row = -1, tail_row = -1;
-        float head = 0.0f, tail = 0.0f;
-        if (g * GROUP < end) {
-            long long i = g * GROUP > begin ? g * GROUP : begin;
-            const long long stop = (g + 1) * GROUP < end ? (g + 1) * GROUP : end;
-            int r = 0;  // the row of symbol i
-            while (r + 1 < count && row_starts[r + 1] <= i) ++r;
-            head_row = r;
-            int s = 0, cursor = 0;
-            if (i > row_starts[r]) {  // inside its row: where the row's chain stood at the group's first symbol
-                const unsigned c = checkpoints[g];
-                s = (int)(c >> 16);
-                cursor = (int)(c & 0xFFFFu);
-            }
-            long long next = t.starts[(long long)(nb0 + r) * segments + s + 1];  // the symbol after segment s
-            long long word = (i * t.gap_bits) >> 5;  // the group's symbols are consecutive: a word at a time
-            const int skip = (int)((i * t.gap_bits) & 31);
-            unsigned long long buffer = gaps[word++] >> skip;
-            int have = 32 - skip;
-            int sum_row = r;
-            float sum = 0.0f;
-            for (; i < stop; i += BATCH) {
-                int where[BATCH];  // (row << 24) | column of each outlier, -1 for an escape or none
-#pragma unroll
-                for (int k = 0; k < BATCH; ++k) {
-                    where[k] = -1;
-                    if (i + k < stop) {
-                        while (i + k >= next) {  // the next segment, or past the row's last one the next row
-                            cursor = 0;
-                            if (++s == segments) {
-                                s = 0;
-                                ++r;
-                            }
-                            next = t.starts[(long long)(nb0 + r) * segments + s + 1];
-                        }
-                        if (have < t.gap_bits) {
-                            buffer |= (unsigned long long)gaps[word++] << have;
-                            have += 32;
-                        }
-                        const unsigned v = (unsigned)buffer & escape;
-                        buffer >>= t.gap_bits;
-                        have -= t.gap_bits;
-                        if (v == escape) {
-                            cursor += (int)escape;
-                        } else {
-                            where[k] = (r << 24) | ((s << log2) + cursor + (int)v);
-                            cursor += (int)v + 1;
-                        }
-                    }
-                }
-                unsigned q[BATCH];
-                float xv[BATCH];
-#pragma unroll
-                for (int k = 0; k < BATCH; ++k) {  // independent loads: all in flight at once
-                    const int column = where[k] & 0xFFFFFF, row = where[k] >> 24;
-                    const unsigned* codes = (const unsigned*)(code_rows + (long long)(where[k] < 0 ? 0 : row) * t.row_stride);
-                    q[k] = where[k] < 0 ? 0u : field(codes, (long long)column * BITS, BITS);
-                    xv[k] = where[k] < 0 ? 0.0f : xs[staged(column)];
-                }
-#pragma unroll
-                for (int k = 0; k < BATCH; ++k) {
-                    if (where[k] < 0) continue;
-                    const int row = where[k] >> 24;
-                    if (row != sum_row) {  // sum_row is done: its head, or a row wholly inside this group
-                        if (sum_row == head_row) head = sum;
-                        else corr[sum_row] = sum;
-                        sum = 0.0f;
-                        sum_row = row;
-                    }
-                    const float4 l = levels[row];
-                    const unsigned m = q[k] & ((1u << (BITS - 1)) - 1);
-                    const float magnitude = fmaf((float)m, l.w, l.z);
-                    const float outlier = (q[k] >> (BITS - 1)) ? -magnitude : magnitude;
-                    sum = fmaf(xv[k], outlier - fmaf((float)q[k], l.y, l.x), sum);
-                }
-            }
-            // rows whose symbols are all escapes here still end in sum_row's order: flush the last
-            if (sum_row == head_row) head = sum;
-            else {
-                tail = sum;
-                tail_row = sum_row;
-            }
+    for (long long g = begin / GROUP + lane; g * GROUP < end; g += 32) {
+        long long i = g * GROUP > begin ? g * GROUP : begin;
+        const long long stop = (g + 1) * GROUP < end ? (g + 1) * GROUP : end;
+        int r = 0;  // the row of symbol i
+        while (r + 1 < count && starts[(long long)(n0 + r + 1) * segments] <= i) ++r;
+        long long row_begin = starts[(long long)(n0 + r) * segments];
+        int s = 0, cursor = 0;
+        if (i > row_begin) {  // inside its row: where the row's chain stood at the group's first symbol
+            const unsigned c = checkpoints[g];
+            s = (int)(c >> 16);
+            cursor = (int)(c & 0xFFFFu);
         }
-        ends[threadIdx.x] = make_float2(head, tail);
-        end_rows[threadIdx.x] = make_int2(head_row, tail_row);
-        __syncthreads();
-        if (threadIdx.x < count) {  // row r: the groups of this round that hold its symbols, in order
-            const int r = threadIdx.x;
-            const long long last = round + blockDim.x - 1;
-            const long long first_group = max(round, row_starts[r] / GROUP);
-            const long long last_group = min(last, (row_starts[r + 1] - 1) / GROUP);
-            float sum = corr[r];
-            for (long long k = first_group; k <= last_group; ++k) {
-                const int slot = (int)(k - round);
-                if (end_rows[slot].x == r) sum += ends[slot].x;
-                if (end_rows[slot].y == r) sum += ends[slot].y;
+        long long next = starts[(long long)(n0 + r) * segments + s + 1];  // the symbol that ends segment s
+        Row levels = row_levels(t, n0 + r, book);
+        const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)(n0 + r) * t.row_stride);
+        float sum = 0.0f;
+        for (; i < stop; ++i) {
+            while (i >= next) {  // the next segment (or, past the row's last, the next row)
+                ++s;
+                cursor = 0;
+                if (s == segments) {
+#pragma unroll
+                    for (int k = 0; k < R; ++k) corr[k] += k == r ? sum : 0.0f;
+                    sum = 0.0f;
+                    ++r;
+                    s = 0;
+                    levels = row_levels(t, n0 + r, book);
+                    codes = (const unsigned*)(t.body + t.codes + (long long)(n0 + r) * t.row_stride);
+                }
+                next = starts[(long long)(n0 + r) * segments + s + 1];
             }
-            corr[r] = sum;
+            const unsigned v = field(gaps, i * t.gap_bits, t.gap_bits);
+            if (v == escape) {
+                cursor += (int)escape;
+                continue;
+            }
+            const int column = (s << log2) + cursor + (int)v;
+            cursor += (int)v + 1;
+            const unsigned q = field(codes, (long long)column * t.bits, t.bits);
+            sum = fmaf(xs[column], levels.outlier(q) - levels.inlier(q), sum);
         }
-        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < R; ++k) corr[k] += k == r ? sum : 0.0f;
     }
 }
 
@@ -519,24 +448,17 @@ extern "C" __global__ void icq_checkpoints(TENSOR_ARGS, unsigned* checkpoints) {
     }
 }
 
-// y[n] = sum_k x[k] L[n, k] (+ bias[n]) for one row of activations, uniform kind. A persistent grid:
-// each block takes blocks of STREAM_WARPS * R rows until none is left, x staged once (``padded``
-// columns, whole 128-column chunks, in the layout of staged()); its warps stream R rows each, then
-// its threads share the rows' outlier groups.
+// y[n] = sum_k x[k] L[n, k] (+ bias[n]) for one row of activations, uniform kind; STREAM_WARPS warps
+// per block of R rows each; dynamic shared memory: x as float32, padded to whole 4096-column steps.
 template <int BITS, int R>
 __device__ __forceinline__ void stream_gemv(const Tensor& t, const unsigned* checkpoints, const void* x, int bf16,
                                             const void* bias, void* y, float* xs, int padded) {
-    constexpr int ROWS = STREAM_WARPS * R;
-    __shared__ float partial[STREAM_WARPS], inliers[ROWS], corr[ROWS];
-    __shared__ long long row_starts[ROWS + 1];
-    __shared__ float2 ends[32 * STREAM_WARPS];
-    __shared__ int2 end_rows[32 * STREAM_WARPS];
-    __shared__ float4 levels[ROWS];
+    __shared__ float partial[STREAM_WARPS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float part = 0.0f;
     for (int c = threadIdx.x; c < padded; c += blockDim.x) {
         const float v = c < t.cols ? load(x, c, bf16) : 0.0f;
-        xs[staged(c)] = v;
+        xs[c] = v;
         part += v;
     }
     for (int d = 16; d > 0; d >>= 1) part += __shfl_xor_sync(0xffffffffu, part, d);
@@ -545,47 +467,32 @@ __device__ __forceinline__ void stream_gemv(const Tensor& t, const unsigned* che
     float sx = 0.0f;
 #pragma unroll
     for (int k = 0; k < STREAM_WARPS; ++k) sx += partial[k];
-    const int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
 
-    for (int nb0 = blockIdx.x * ROWS; nb0 < t.rows; nb0 += gridDim.x * ROWS) {
-        const int block_rows = min(ROWS, t.rows - nb0);
-        if (threadIdx.x < ROWS) corr[threadIdx.x] = 0.0f;
-        if (t.outliers && threadIdx.x <= block_rows) row_starts[threadIdx.x] = t.starts[(long long)(nb0 + threadIdx.x) * segments];
-        if (t.outliers && threadIdx.x < block_rows) {
-            const Row l = row_levels(t, nb0 + threadIdx.x, nullptr);
-            levels[threadIdx.x] = make_float4(l.offset, l.scale, l.o_offset, l.o_scale);
-        }
-        const int n0 = nb0 + warp * R;
-        const int count = max(0, min(R, t.rows - n0));
-        if (count) {
-            float acc[R];
+    const int n0 = (blockIdx.x * STREAM_WARPS + warp) * R;
+    if (n0 >= t.rows) return;
+    const int count = min(R, t.rows - n0);
+    float acc[R], corr[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-            constexpr int STEP = 32 * STREAM_COLUMNS;
-            int first = lane * STREAM_COLUMNS;
-            for (; first + STREAM_COLUMNS <= t.cols; first += STEP)
-                stream_chunk<BITS, R, true>(t, xs, n0, count, first, STREAM_COLUMNS, acc);
-            if (first < t.cols) stream_chunk<BITS, R, false>(t, xs, n0, count, first, t.cols - first, acc);
+    for (int r = 0; r < R; ++r) acc[r] = corr[r] = 0.0f;
+    constexpr int STEP = 32 * STREAM_COLUMNS;
+    int first = lane * STREAM_COLUMNS;
+    for (; first + STREAM_COLUMNS <= t.cols; first += STEP) stream_chunk<BITS, R, true>(t, xs, n0, count, first, STREAM_COLUMNS, acc);
+    if (first < t.cols) stream_chunk<BITS, R, false>(t, xs, n0, count, first, t.cols - first, acc);
+    if (t.outliers) stream_outliers<R>(t, xs, nullptr, checkpoints, n0, count, corr);
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                float a = acc[r];
-                for (int d = 16; d > 0; d >>= 1) a += __shfl_down_sync(0xffffffffu, a, d);
-                if (lane == 0) inliers[warp * R + r] = a;
-            }
+    for (int r = 0; r < R; ++r) {
+        float a = acc[r], c = corr[r];
+        for (int d = 16; d > 0; d >>= 1) {
+            a += __shfl_down_sync(0xffffffffu, a, d);
+            c += __shfl_down_sync(0xffffffffu, c, d);
         }
-        __syncthreads();
-        if (t.outliers) {
-            block_outliers<BITS>(t, xs, checkpoints, nb0, block_rows, row_starts, levels, corr, ends, end_rows);
-        }
-        if (threadIdx.x < block_rows) {
-            const int n = nb0 + threadIdx.x;
+        if (lane == 0 && r < count) {
+            const int n = n0 + r;
             const Row levels = row_levels(t, n, nullptr);
             // inliers: offset * sum(x) + scale * sum(x q), sum(x q) = 2^B (acc - sum(x))
-            const float out = fmaf(levels.offset, sx, fmaf(levels.scale * (float)(1 << BITS), inliers[threadIdx.x] - sx,
-                                                           corr[threadIdx.x]));
+            const float out = fmaf(levels.offset, sx, fmaf(levels.scale * (float)(1 << BITS), a - sx, c));
             store(y, n, bias ? out + load(bias, n, bf16) : out, bf16);
         }
-        __syncthreads();  // before the next block of rows reuses inliers, corr and row_starts
     }
 }
 

@@ -27,17 +27,13 @@ from .linear import (
     layout_of,
     load_layout,
     rows_per_warp,
-    stream_blocks,
     stream_kernel,
-    stream_padded,
-    stream_shared,
     streamable,
 )
 
 __all__ = ["IcqLinear", "decoded_tensor", "linear", "checkpoints_of"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
-STREAM_ROWS_PER_WARP = 2  # weight rows per warp of the streaming kernel (1 or 2)
 ROWS = 4  # index of rows in Layout.arguments
 
 
@@ -84,11 +80,10 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, checkpo
     bias = None if bias is None else bias.to(x.dtype).contiguous()
     if x.shape[0] == 1 and streamable(tensor_args, payload.data_ptr()) and (checkpoints.numel() or not outliers):
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
-        per_warp = STREAM_ROWS_PER_WARP
-        shared = stream_shared(cols)
-        grid = min(-(-rows // (WARPS_PER_BLOCK * per_warp)), stream_blocks(bits, per_warp, shared))
+        per_warp = rows_per_warp(rows)
+        padded = -(-cols // 128) * 128
         _launch(stream_kernel(bits, per_warp), tensor_args, payload, starts, _pointer(checkpoints), _pointer(x), bf16,
-                _pointer(bias), _pointer(y), np.int32(stream_padded(cols)), shared_mem=shared, grid=grid)  # fmt: skip
+                _pointer(bias), _pointer(y), np.int32(padded), rows_per_warp=per_warp, shared_mem=4 * padded)  # fmt: skip
         return y
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
