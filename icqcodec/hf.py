@@ -29,7 +29,7 @@ from .constants import CODING_ICQ
 from .errors import InputError
 from .hf_directories import FORMAT_VERSION, QUANT_METHOD, check_quantization_config
 from .linear import Layout, layout_of
-from .torch import FUSED_DTYPES, checkpoints_of, decoded_tensor, linear
+from .torch import FUSED_DTYPES, decoded_tensor, linear
 
 __all__ = ["IcqConfig", "IcqHfQuantizer", "IcqModelLinear"]
 
@@ -70,8 +70,7 @@ class IcqModelLinear(torch.nn.Module):
         # Straight into the instance dict: Module.__setattr__ looks every name up in its parameter,
         # buffer and module tables, a cost that hundreds of layers show in the load time.
         vars(self).update(in_features=in_features, out_features=out_features, tensor_name=tensor_name,
-                          layout=None, payload=None, starts=None, checkpoints=None, tensor_args=[],
-                          decoded=None)  # fmt: skip
+                          layout=None, payload=None, starts=None, tensor_args=[], decoded=None)  # fmt: skip
 
     def prepare(self) -> None:
         """Check the ICQ tensor (FormatError or InputError naming it) and lay it out for where it is:
@@ -90,17 +89,15 @@ class IcqModelLinear(torch.nn.Module):
             shape = record.shape if record.coding == CODING_ICQ else f"{record.shape}, stored raw"
             raise InputError(f"tensor {self.tensor_name!r} has shape {shape}; the model's config gives "
                              f"({self.out_features}, {self.in_features})")  # fmt: skip
-        payload, starts, checkpoints, tensor_args = stored[parsed.data_offset :], None, None, []
+        payload, starts, tensor_args = stored[parsed.data_offset :], None, []
         if stored.is_cuda and _cupy_available():
             layout = layout_of(parsed, record, read_at, backend="cupy", device_data=_cupy_view(payload),
                                keep_payload=False)  # fmt: skip
             tensor_args = list(layout.arguments)
             starts = torch.from_numpy(layout.starts.copy()).to(stored.device)
-            checkpoints = checkpoints_of(layout, payload, starts)
         else:  # no kernel reads this payload until it is laid out on a GPU
             layout = Layout(record, parsed.chunk_log2, _EMPTY, _EMPTY)
-        vars(self).update(layout=layout, payload=payload, starts=starts, checkpoints=checkpoints,
-                          tensor_args=tensor_args, decoded=None)  # fmt: skip
+        vars(self).update(layout=layout, payload=payload, starts=starts, tensor_args=tensor_args, decoded=None)
 
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
     def dequantize(self) -> torch.Tensor:
@@ -115,7 +112,7 @@ class IcqModelLinear(torch.nn.Module):
         if self.payload.device != getattr(self, WEIGHT).device or (fused and not self.tensor_args):
             self.prepare()  # moved since it was prepared, or to be checked whole before the kernels read it
         if fused:
-            y = linear(flat, self.payload, self.starts, self.checkpoints, self.tensor_args, self.bias)
+            y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
         else:
             if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
                 vars(self)["decoded"] = self.dequantize().to(device=x.device, dtype=x.dtype)

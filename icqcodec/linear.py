@@ -23,8 +23,7 @@ from .container import Header, TensorRecord, bytes_reader, read_header, tensor_l
 from .decode import decode_tensor
 from .payload_checks import segment_starts
 
-__all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels", "stream_kernel",
-           "streamable", "checkpoint_count", "STREAM_WARPS"]  # fmt: skip
+__all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels"]
 
 MAX_FUSED_ROWS = 16  # rows of activations the fused kernel takes (MAX_ACTIVATION_ROWS in the source)
 WARPS_PER_BLOCK = 8
@@ -102,54 +101,11 @@ def rows_per_warp(rows: int) -> int:
     return 1 if rows < 16384 else 2
 
 
-STREAM_WARPS = 8  # warps per block of the streaming kernel (STREAM_WARPS in the source)
-STREAM_COLUMNS = 128  # columns per lane and step of the streaming kernel
-GROUP = 32  # gap symbols per checkpoint of the streaming kernel
-MAX_STREAM_SHARED = 200 << 10  # x staged as float32: up to 51,200 columns
-
-
-def streamable(arguments: tuple[int, ...], payload_address: int) -> bool:
-    """Whether the streaming kernel runs a layer (its ``Layout.arguments``, and where the payload
-    lies): the uniform kind, code rows that 16-byte loads can read, x that fits shared memory, and
-    segments and cursors that fit a checkpoint's 16 bits each."""
-    codebook, _, codes, _, rows, cols, bits, outliers, _, segment_log2, row_stride = arguments
-    segments = -(-cols // (1 << segment_log2))
-    return (codebook < 0 and row_stride % 16 == 0 and (payload_address + codes) % 16 == 0
-            and 4 * _padded(cols) <= MAX_STREAM_SHARED
-            and (not outliers or (segment_log2 <= 16 and segments <= 1 << 16)))  # fmt: skip
-
-
-def _padded(cols: int) -> int:
-    return -(-cols // STREAM_COLUMNS) * STREAM_COLUMNS
-
-
-def checkpoint_count(total_symbols: int) -> int:
-    """Checkpoints of a tensor's gap symbols: one per 32."""
-    return -(-total_symbols // GROUP)
-
-
-@functools.cache
-def stream_kernel(bits: int, rows_per_warp: int):
-    """The streaming kernel for one row of activations (uniform kind), compiled on first use, and
-    the shared bytes it needs per column."""
-    import cupy
-
-    name = f"icq_stream<{bits},{rows_per_warp}>"
-    module = cupy.RawModule(code=_source(), options=("-std=c++17",), name_expressions=[name])
-    kernel = module.get_function(name)
-    kernel.max_dynamic_shared_size_bytes = MAX_STREAM_SHARED
-    return kernel
-
-
-@functools.cache
-def _source() -> str:
-    return resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
-
-
 @functools.cache
 def kernels():
-    """(fused linear, levels, one-row linear, checkpoints) kernels, compiled on first use."""
+    """(fused linear, levels, one-row linear) kernels, compiled on first use."""
     import cupy
 
-    module = cupy.RawModule(code=_source(), options=("-std=c++17",))
-    return tuple(module.get_function(name) for name in ("icq_linear", "icq_levels", "icq_gemv", "icq_checkpoints"))
+    source = resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
+    module = cupy.RawModule(code=source, options=("-std=c++17",))
+    return module.get_function("icq_linear"), module.get_function("icq_levels"), module.get_function("icq_gemv")

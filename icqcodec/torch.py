@@ -18,49 +18,24 @@ import torch
 from . import dtypes
 from .encode import EncodeOptions, assemble, encode_tensor
 from .files import safe_open
-from .linear import (
-    MAX_FUSED_ROWS,
-    WARPS_PER_BLOCK,
-    Layout,
-    checkpoint_count,
-    kernels,
-    layout_of,
-    load_layout,
-    rows_per_warp,
-    stream_kernel,
-    streamable,
-)
+from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, layout_of, load_layout, rows_per_warp
 
-__all__ = ["IcqLinear", "decoded_tensor", "linear", "checkpoints_of"]
+__all__ = ["IcqLinear", "decoded_tensor", "linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS = 4  # index of rows in Layout.arguments
 
 
 def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
-            rows_per_warp: int = 1, shared_mem: int = 0, grid: int | None = None, threads: int = 32 * WARPS_PER_BLOCK,
-            ) -> None:  # fmt: skip
+            rows_per_warp: int = 1) -> None:  # fmt: skip
     import cupy
 
     rows = tensor_args[ROWS]
-    grid = grid or -(-rows // (WARPS_PER_BLOCK * rows_per_warp))
+    grid = (-(-rows // (WARPS_PER_BLOCK * rows_per_warp)),)
     pointers = [np.uint64(payload.data_ptr()), *(np.int64(v) for v in tensor_args[:4]),
                 np.uint64(starts.data_ptr()), *(np.int32(v) for v in tensor_args[4:10]), np.int64(tensor_args[10])]  # fmt: skip
     with cupy.cuda.ExternalStream(torch.cuda.current_stream(payload.device).cuda_stream, payload.device.index):
-        kernel((grid,), (threads,), (*pointers, *args), shared_mem=shared_mem)
-
-
-def checkpoints_of(layout: Layout, payload: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    """Where each group of 32 gap symbols starts in its row (segment, cursor), for the streaming
-    kernel: 4 bytes per 32 symbols, computed on the GPU from the checked chains (empty without
-    outliers, or off the GPU)."""
-    total = layout.record.params.total_symbols
-    if not payload.is_cuda or not layout.record.params.outliers:
-        return torch.empty(0, dtype=torch.int32, device=payload.device)
-    checkpoints = torch.zeros(checkpoint_count(total), dtype=torch.int32, device=payload.device)
-    _launch(kernels()[3], list(layout.arguments), payload, starts, _pointer(checkpoints),
-            grid=-(-layout.record.rows // 256), threads=256)  # fmt: skip
-    return checkpoints
+        kernel(grid, (32 * WARPS_PER_BLOCK,), (*pointers, *args))
 
 
 def _pointer(tensor: torch.Tensor | None) -> np.uint64:
@@ -68,23 +43,14 @@ def _pointer(tensor: torch.Tensor | None) -> np.uint64:
 
 
 @torch.library.custom_op("icqcodec::linear", mutates_args=(), device_types="cuda")
-def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, checkpoints: torch.Tensor,
-           tensor_args: list[int], bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload (and, for
-    the streaming kernel, its checkpoints: :func:`checkpoints_of`)."""
-    fused, levels, one_row, _ = kernels()
+def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_args: list[int],
+           bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload."""
+    fused, levels, one_row = kernels()
     bf16 = np.int32(x.dtype == torch.bfloat16)
     rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
-    bits, outliers = tensor_args[ROWS + 2], tensor_args[ROWS + 3]
     x = x.contiguous()
     bias = None if bias is None else bias.to(x.dtype).contiguous()
-    if x.shape[0] == 1 and streamable(tensor_args, payload.data_ptr()) and (checkpoints.numel() or not outliers):
-        y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
-        per_warp = rows_per_warp(rows)
-        padded = -(-cols // 128) * 128
-        _launch(stream_kernel(bits, per_warp), tensor_args, payload, starts, _pointer(checkpoints), _pointer(x), bf16,
-                _pointer(bias), _pointer(y), np.int32(padded), rows_per_warp=per_warp, shared_mem=4 * padded)  # fmt: skip
-        return y
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
         per_warp = rows_per_warp(rows)
@@ -103,17 +69,16 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, checkpo
 
 
 @linear.register_fake
-def _(x, payload, starts, checkpoints, tensor_args, bias):
+def _(x, payload, starts, tensor_args, bias):
     return x.new_empty((x.shape[0], tensor_args[ROWS]))
 
 
 class IcqLinear(torch.nn.Module):
     """A linear layer whose weight is one icq tensor, kept as its payload.
 
-    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file), ``starts`` (int64,
-    where each row segment's gap symbols start) and, on a GPU, ``checkpoints`` (int32, where each
-    group of 32 gap symbols starts in its row; not saved), ``bias`` if given. Resident bytes are the
-    payload plus 8 bytes per row segment and 4 per 32 gap symbols.
+    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file) and ``starts`` (int64,
+    where each row segment's gap symbols start), ``bias`` if given. Resident bytes are the payload
+    plus 8 bytes per row segment.
     """
 
     def __init__(self, layout: Layout, bias: torch.Tensor | None = None, device=None) -> None:
@@ -123,7 +88,6 @@ class IcqLinear(torch.nn.Module):
         self.tensor_args = list(layout.arguments)
         self.register_buffer("payload", torch.from_numpy(layout.payload.copy()).to(device))
         self.register_buffer("starts", torch.from_numpy(layout.starts.copy()).to(device))
-        self.register_buffer("checkpoints", checkpoints_of(layout, self.payload, self.starts), persistent=False)
         if bias is not None and tuple(bias.shape) != (self.out_features,):
             raise ValueError(f"bias of shape {tuple(bias.shape)}, expected ({self.out_features},)")
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().to(device), requires_grad=False)
@@ -165,9 +129,7 @@ class IcqLinear(torch.nn.Module):
             raise ValueError(f"input of {x.shape[-1]} features, expected {self.in_features}")
         flat = x.reshape(-1, self.in_features)
         if x.is_cuda and x.dtype in FUSED_DTYPES:
-            if self.checkpoints.device != self.payload.device:  # moved to a GPU since it was built
-                self.checkpoints = checkpoints_of(self.layout, self.payload, self.starts)
-            y = linear(flat, self.payload, self.starts, self.checkpoints, self.tensor_args, self.bias)
+            y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
         else:
             bias = None if self.bias is None else self.bias.to(x.dtype)
             y = torch.nn.functional.linear(flat, self.dequantize().to(x.dtype), bias)
