@@ -159,7 +159,11 @@ def check(folder: Path, device: str, dtype: str, loads: int = LOADS) -> dict:
     noise = relative(plain_steps, teacher_forced(plain, tokenizer, theirs, device))
     result["plain_steps_against_plain_at_once_max"] = float(noise.max())
     payload = sum(m.payload.numel() for m in linears)
-    resident = sum(b.numel() * b.element_size() for m in linears for b in m.buffers())
+    resident = sum(
+        t.numel() * t.element_size()
+        for m in linears
+        for t in (*m.parameters(), *m.buffers(), *(() if m.starts is None else (m.starts,)))
+    )
     result.update(linears=len(linears), payload_bytes=payload, linear_bytes_resident=resident,
                   resident_over_payload=resident / payload,
                   decoded_weights_kept=sum(m.decoded is not None for m in linears))  # fmt: skip

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The H200 checks and timings of one device session, in one call:
+#   bash bench/h200_session.sh kernels   IcqLinear's correctness (linear_check) and timings (gemv)
+#   bash bench/h200_session.sh tests     the GPU tests (every backend, cupy included) and the
+#                                        conformance vectors on the cupy decoder
+#   bash bench/h200_session.sh full      both
+# Logs go to $OUT/session.log when $OUT is set. Carry the crc32c wheel for Python 3.12 in .whl/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+pip install -q --no-deps --target /tmp/site .whl/crc32c-*.whl 2>/dev/null
+export PYTHONPATH=/tmp/site:$PWD
+out=${OUT:-/tmp}
+mode=${1:-full}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+step() { echo "== $*"; "$@" 2>&1 | tee -a "$out/session.log" | tail -n 25; }
+if [ "$mode" = kernels ] || [ "$mode" = full ]; then
+  step python3 bench/linear_check.py --cases 120
+  step python3 bench/gemv.py --shapes 4096x4096 14336x4096 4096x14336 28672x8192 8192x28672 --bits 2 4 --rows 1
+fi
+if [ "$mode" = tests ] || [ "$mode" = full ]; then
+  step python3 -m pytest -q -p no:cacheprovider tests/test_column_slices.py tests/test_sub_records.py \
+    tests/test_gpu.py tests/test_files.py tests/test_decode.py tests/test_torch.py tests/test_hf.py
+  step python3 -m conformance run --backend cupy
+fi
