@@ -14,7 +14,7 @@ import numpy as np
 from . import payload_checks as checks
 from .bitstream import packed_size
 from .container import Layout, TensorRecord, tensor_layout
-from .jit import JIT, KERNEL_LOCK, copy_bits, pack_fields, tail_is_zero
+from .jit import JIT, KERNEL_LOCK, copy_bits, pack_fields
 from .payload import Payload
 
 __all__ = ["ColumnWindow", "column_window", "covering_columns", "check_columns"]
@@ -110,9 +110,9 @@ def column_window(payload: Payload, rows: tuple[int, int] | None, columns: tuple
             gaps = _words(payload.section("gaps", 4 * word_first, 4 * (word_stop - word_first)))
 
     flags = np.zeros((count, 4), np.int64)
-    if col_stop == cols:
-        rows_words = codes.reshape(count, row_stride // 4)
-        flags[:, 1] = [not tail_is_zero(row, cols * p.bits) for row in rows_words]
+    used = cols * p.bits - (row_stride // 4 - 1) * 32  # bits of each row's last word that hold codes
+    if col_stop == cols and used < 32 and count:
+        flags[:, 1] = (codes.reshape(count, row_stride // 4)[:, -1] >> np.uint32(used)) != 0
     if flags[:, 1].any() or (p.outliers and status):
         checks.raise_first(record.name, first, flags, status if p.outliers else 0, p.outliers)
 

@@ -125,3 +125,19 @@ def test_every_chunk_a_column_read_touches_is_verified(backend):
     data[header.data_offset + codes_start + 40 * 1024 + 3] ^= 1  # in row 40's codes, columns 12-15
     with pytest.raises(ChecksumError):
         _decode(bytes(data), backend, None, (0, 16))
+
+
+def test_a_column_read_holding_the_last_column_checks_the_rows_code_padding(backend):
+    from icqcodec.encode import EncodeOptions, assemble, encode_tensor
+
+    weights = np.random.default_rng(4).standard_normal((8, 100)).astype(np.float32)
+    record, sections = encode_tensor("t", weights, EncodeOptions(bits=3, segment_log2=4), coding="icq")
+    codes = bytearray(sections["codes"])
+    stride = len(codes) // 8
+    codes[2 * stride + stride - 1] |= 0x80  # row 2: a padding bit after its 100 codes of 3 bits
+    data = b"".join(assemble([(record, dict(sections, codes=bytes(codes)))], {}))
+    for columns in ((90, 100), (99, 100), (0, 100)):
+        with pytest.raises(CorruptStreamError, match="padding bits of code row 2 are not zero"):
+            _decode(data, backend, None, columns)
+    _, part = _decode(data, backend, None, (0, 96))
+    assert part.shape == (8, 96)
