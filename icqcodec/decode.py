@@ -31,18 +31,25 @@ def decode_tensor(header: Header, record: TensorRecord, read_at: ReadAt, rows: t
     """
     if columns is not None:
         return _decode_columns(header, record, read_at, rows, backend, device_data, columns)
-    if backend == "numba":
-        from .numba_decoder import decode_tensor as numba_decode
-
-        return numba_decode(header, record, read_at, rows)
-    if backend == "reference":
-        from .reference import decode_tensor as reference_decode
-
-        return reference_decode(header, record, read_at, rows)
     if backend == "cupy":
-        from .gpu import decode_tensor as gpu_decode
+        return _decoder(backend).decode_tensor(header, record, read_at, rows, device_data=device_data)
+    return _decoder(backend).decode_tensor(header, record, read_at, rows)
 
-        return gpu_decode(header, record, read_at, rows, device_data=device_data)
+
+def _decoder(backend: str):
+    """The decoder module of ``backend``, imported on first use (CuPy only when asked for)."""
+    if backend == "numba":
+        from . import numba_decoder
+
+        return numba_decoder
+    if backend == "reference":
+        from . import reference
+
+        return reference
+    if backend == "cupy":
+        from . import gpu
+
+        return gpu
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
@@ -53,18 +60,11 @@ def _decode_columns(header, record, read_at, rows, backend, device_data, columns
     c0, c1 = columns
     if record.coding == CODING_RAW:
         return decode_tensor(header, record, read_at, rows, backend, device_data)[..., c0:c1].copy()
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "numba":
-        from .numba_decoder import decode_window
-    elif backend == "reference":
-        from .reference import decode_window
-    else:
-        from .gpu import decode_window
+    decoder = _decoder(backend)
     # no columns: still the one covering segment read and checked, so an empty range is no blind spot
     read = (c0, c1) if c1 > c0 else (min(c0, record.cols - 1), min(c0, record.cols - 1) + 1)
     window = column_window(Payload(header, record, read_at), rows, read)
-    out = decode_window(window)
+    out = decoder.decode_window(window)
     if (c0, c1) != (window.column_first, window.column_first + window.record.cols):  # else it is the window
         out = out[:, c0 - window.column_first : c1 - window.column_first].copy()
     return out.reshape((*record.shape[:-1], c1 - c0)) if rows is None else out

@@ -82,15 +82,16 @@ class Payload:
     def read(self, offset: int, size: int) -> bytes:
         """Body bytes ``offset`` to ``offset + size - 1``, their chunks verified first."""
         chunk = self.header.chunk_size
-        run = None  # the first of the chunks not yet verified just before ``index``
-        for index in range(offset // chunk, -(-(offset + size) // chunk) + 1):
-            fresh = index < -(-(offset + size) // chunk) and index not in self.verified
-            if fresh and run is None:
-                run = index
-            elif not fresh and run is not None:  # one call for a run of chunks: checked in order
+        index, stop = offset // chunk, -(-(offset + size) // chunk)
+        while index < stop:
+            run = index  # a run of chunks not yet verified, checked in order in one call
+            while index < stop and index not in self.verified:
+                index += 1
+            if index > run:
                 verify_chunks(self.record, self.header, self.table, self._read_payload, run, index)
                 self.verified.update(range(run, index))
-                run = None
+            else:
+                index += 1
         return self._read_payload(offset, size)
 
     def section(self, name: str, start: int = 0, size: int | None = None) -> bytes:
