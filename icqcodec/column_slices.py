@@ -105,14 +105,12 @@ def column_window(payload: Payload, rows: tuple[int, int] | None, columns: tuple
                                                p.count_bits, p.total_symbols)  # fmt: skip
         if status == 0:
             local = starts[first * segments : stop * segments + 1]
-            word_first = int(local[0]) * p.gap_bits // 32
-            word_stop = packed_size(int(local[-1]), p.gap_bits) // 4
+            word_first, word_stop = checks.symbol_words(local, p.gap_bits)
             gaps = _words(payload.section("gaps", 4 * word_first, 4 * (word_stop - word_first)))
 
     flags = np.zeros((count, 4), np.int64)
-    used = cols * p.bits - (row_stride // 4 - 1) * 32  # bits of each row's last word that hold codes
-    if col_stop == cols and used < 32 and count:
-        flags[:, 1] = (codes.reshape(count, row_stride // 4)[:, -1] >> np.uint32(used)) != 0
+    if col_stop == cols:  # the window holds the rows' last codes, and so their padding
+        flags[:, 1] = checks.code_padding_set(codes, count, cols, p.bits)
     if flags[:, 1].any() or (p.outliers and status):
         checks.raise_first(record.name, first, flags, status if p.outliers else 0, p.outliers)
 

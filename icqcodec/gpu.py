@@ -212,9 +212,7 @@ class Plan:
         self.flags = np.zeros((count, 4), np.int64)
         self.flags[:, 0] = ((params.reshape(count, per_row) & 0x7C00) == 0x7C00).any(axis=1)
         codes = np.frombuffer(payload.section("codes", self.first * row_stride, count * row_stride), "<u4")
-        used = cols * p.bits - (self.row_words - 1) * 32
-        if used < 32:
-            self.flags[:, 1] = (codes.reshape(count, self.row_words)[:, -1] >> np.uint32(used)) != 0
+        self.flags[:, 1] = checks.code_padding_set(codes, count, cols, p.bits)
         chain_status, starts = 0, None
         if p.outliers:
             self.segments = -(-cols // p.segment)
@@ -234,8 +232,7 @@ class Plan:
         self.d_gaps, self.d_starts, self.gap_bit_base = cupy.zeros(1, cupy.uint32), cupy.zeros(1, cupy.int64), 0
         if p.outliers:
             local = starts[self.first * self.segments : stop * self.segments + 1]
-            word_first = int(local[0]) * p.gap_bits // 32
-            word_stop = packed_size(int(local[-1]), p.gap_bits) // 4
+            word_first, word_stop = checks.symbol_words(local, p.gap_bits)
             if word_stop > word_first:
                 self.d_gaps = _section_on_device(cupy, payload, "gaps", 4 * word_first, 4 * (word_stop - word_first),
                                                  device_data, cupy.uint32)  # fmt: skip

@@ -30,6 +30,7 @@ from .payload_checks import (
     raise_first,
     read_codebook,
     segment_starts,
+    symbol_words,
 )
 from .raw_coding import decode_raw
 
@@ -204,8 +205,7 @@ def _decode_icq(payload: Payload | ColumnWindow, rows: tuple[int, int] | None) -
         starts, chain_status = segment_starts(count_words, record.rows * segments, p.count_bits, p.total_symbols)
         if chain_status == 0:
             starts = starts[first * segments : stop * segments + 1]
-            word_first = int(starts[0]) * p.gap_bits // 32
-            word_stop = packed_size(int(starts[-1]), p.gap_bits) // 4
+            word_first, word_stop = symbol_words(starts, p.gap_bits)
             gap_words = _words(payload.section("gaps", 4 * word_first, 4 * (word_stop - word_first)))
             gap_bit_base = word_first * 32
             if gap_words.size == 0:

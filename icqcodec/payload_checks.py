@@ -25,6 +25,8 @@ __all__ = [
     "output_kind",
     "read_codebook",
     "segment_starts",
+    "symbol_words",
+    "code_padding_set",
     "raise_first",
     "gap_padding_error",
 ]
@@ -67,6 +69,22 @@ def segment_starts(count_words, n, count_bits, total):
     if not tail_is_zero(count_words, n * count_bits):
         return starts, 3
     return starts, 0
+
+
+def symbol_words(starts: np.ndarray, gap_bits: int) -> tuple[int, int]:
+    """The 32-bit words of the gap-symbol section, first and past the last, that hold symbols
+    ``starts[0]`` to ``starts[-1] - 1`` (a slice of the segment starts: the rows a decoder reads)."""
+    return int(starts[0]) * gap_bits // 32, -(-int(starts[-1]) * gap_bits // 32)
+
+
+def code_padding_set(codes: np.ndarray, count: int, cols: int, bits: int) -> np.ndarray:
+    """Per code row of ``codes`` (``count`` rows of whole words), whether a padding bit after its
+    ``cols`` codes is set (spec section 6.2)."""
+    words = -(-cols * bits // 32)
+    used = cols * bits - (words - 1) * 32  # bits of each row's last word that hold codes
+    if used == 32 or not count:
+        return np.zeros(count, bool)
+    return (codes.reshape(count, words)[:, -1] >> np.uint32(used)) != 0
 
 
 def raise_first(
