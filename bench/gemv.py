@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import icqcodec.torch  # noqa: E402
-from icqcodec.torch import IcqLinear  # noqa: E402
+from icqcodec.torch import MMA, IcqLinear  # noqa: E402
 
 SHAPES = ("4096x4096", "4096x14336", "14336x4096", "8192x28672", "28672x8192")
 CACHE_BYTES = 256 << 20  # copies of a weight cycled per replay: well beyond the H200's 60 MB L2
@@ -60,6 +60,13 @@ def copy_bandwidth() -> float:
     return 2 * a.numel() / timed([lambda: b.copy_(a)])
 
 
+def copy_of(layer: IcqLinear) -> IcqLinear:
+    """Another layer of the same tensor on the GPU, served by the same kernel."""
+    other = IcqLinear(layer.layout, device="cuda")
+    other.tensor_args = list(layer.tensor_args)
+    return other
+
+
 def int4pack(out_features: int, in_features: int):
     """PyTorch's int4 kernel (``torch._weight_int4pack_mm``, groups of 128): random codes, scales and
     zeros (the time does not depend on their values); returns (matmul of x, bytes it reads)."""
@@ -78,6 +85,8 @@ def main() -> None:
     parser.add_argument("--rows-per-warp", type=int, help="weight rows per warp of the one-row kernel (1-4)")
     parser.add_argument("--outlier-ratio", type=float, default=0.05)
     parser.add_argument("--int4pack", action="store_true", help="also PyTorch's int4 kernel, groups of 128")
+    parser.add_argument("--cuda-cores", action="store_true",
+                        help="also the CUDA-core kernels the tensor-core kernel replaced, on the same weights")  # fmt: skip
     args = parser.parse_args()
     if args.rows_per_warp:
         icqcodec.torch.rows_per_warp = lambda rows: args.rows_per_warp
@@ -95,6 +104,10 @@ def main() -> None:
         for bits in args.bits:
             layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, outlier_ratio=args.outlier_ratio,
                                                              dtype="bfloat16", device="cuda")  # fmt: skip
+            if args.cuda_cores:
+                legacy = IcqLinear(layers[f"icq {bits}-bit"].layout, device="cuda")
+                legacy.tensor_args[MMA] = 0
+                layers[f"icq {bits}-bit, CUDA cores"] = legacy
         if args.int4pack:
             layers["int4pack g128 (torch)"] = "int4pack"
         for label, layer in layers.items():
@@ -108,7 +121,7 @@ def main() -> None:
             elif layer == "int4pack":
                 weights = [int4pack(out_features, in_features)[0] for _ in range(copies)]
             else:
-                weights = [layer] + [IcqLinear(layer.layout, device="cuda") for _ in range(copies - 1)]
+                weights = [layer] + [copy_of(layer) for _ in range(copies - 1)]
             for rows in args.rows:
                 x = torch.randn(rows, in_features, dtype=torch.bfloat16, device="cuda")
                 if layer is None:

@@ -18,15 +18,19 @@ from importlib import resources
 import numpy as np
 
 from .bitstream import packed_size
-from .constants import CODING_ICQ
+from .constants import CODING_ICQ, KIND_UNIFORM
 from .container import Header, TensorRecord, bytes_reader, read_header, tensor_layout
 from .decode import decode_tensor
+from .icq_params import IcqParams
 from .payload_checks import segment_starts
 
-__all__ = ["MAX_FUSED_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels"]
+__all__ = ["MAX_FUSED_ROWS", "MMA_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels",
+           "mma_kernel", "takes_mma"]  # fmt: skip
 
 MAX_FUSED_ROWS = 16  # rows of activations the fused kernel takes (MAX_ACTIVATION_ROWS in the source)
 WARPS_PER_BLOCK = 8
+MMA_ROWS = 15  # weight rows per block of the tensor-core kernel (MMA_ROWS in the source)
+MMA_MAX_BITS = 7  # the bfloat16 magic number holds codes below 2**7
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,14 @@ class Layout:
     @property
     def arguments(self) -> tuple[int, ...]:
         """The kernels' scalar tensor arguments after the body pointer: section offsets (codebook -1
-        if none), then rows, cols, bits, outliers, gap_bits, segment_log2, row stride."""
+        if none), then rows, cols, bits, outliers, gap_bits, segment_log2, row stride; last, not a
+        kernel argument, 1 where the tensor-core kernel serves the tensor (:func:`takes_mma`)."""
         p, sections = self.record.params, tensor_layout(self.record, self.chunk_log2).sections
         codebook = sections["codebook"][0] if "codebook" in sections else -1
         gaps = sections["gaps"][0] if "gaps" in sections else 0
         return (codebook, sections["params"][0], sections["codes"][0], gaps, self.record.rows, self.record.cols,
-                p.bits, p.outliers, p.gap_bits, p.segment_log2, packed_size(self.record.cols, p.bits))  # fmt: skip
+                p.bits, p.outliers, p.gap_bits, p.segment_log2, packed_size(self.record.cols, p.bits),
+                int(takes_mma(self.record.params)))  # fmt: skip
 
     def header(self) -> tuple[Header, TensorRecord]:
         """A header and record that describe the payload alone (at data offset 0), for the decoders."""
@@ -101,11 +107,30 @@ def rows_per_warp(rows: int) -> int:
     return 1 if rows < 16384 else 2
 
 
+def takes_mma(params: IcqParams) -> bool:
+    """Whether the tensor-core kernel serves a tensor: the uniform kind, 1-7 bits."""
+    return params.kind == KIND_UNIFORM and params.bits <= MMA_MAX_BITS
+
+
+def _source() -> str:
+    return resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
+
+
+@functools.cache
+def mma_kernel(bits: int, bf16: bool):
+    """The tensor-core kernel for ``bits``-bit codes and bfloat16 (else float16) activations,
+    compiled on first use (one instantiation of the template)."""
+    import cupy
+
+    name = f"icq_mma<{bits}, {int(bf16)}>"
+    module = cupy.RawModule(code=_source(), options=("-std=c++17",), name_expressions=(name,))
+    return module.get_function(name)
+
+
 @functools.cache
 def kernels():
     """(fused linear, levels, one-row linear) kernels, compiled on first use."""
     import cupy
 
-    source = resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
-    module = cupy.RawModule(code=source, options=("-std=c++17",))
+    module = cupy.RawModule(code=_source(), options=("-std=c++17",))
     return module.get_function("icq_linear"), module.get_function("icq_levels"), module.get_function("icq_gemv")

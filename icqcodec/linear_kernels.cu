@@ -300,3 +300,277 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
         }
     }
 }
+
+// Tensor-core kernel for 1-16 rows of activations, uniform kind, 1-7 bits. A block takes 15 weight
+// rows and a 16th row of ones, whose product is the activations' sum; its 8 warps split the
+// columns, 128 at a time. Lane (g, t) of a warp (g = lane / 4, t = lane % 4) reads columns
+// 32t..32t+31 of every 128: the `BITS` whole code words of rows g and g + 8 and, when g is an
+// activation row, those 32 activations. Codes become bfloat16 (or float16) pairs by the magic
+// number (128 + q, or 1024 + q, exact) less the magic, two codes per instruction; which two columns
+// form a pair is fixed by where the codes sit in their word, and the activations are permuted into
+// the same pairs (one byte permute a register) instead of the codes being moved. The mma's
+// float32 sums give each row's sum(x v(q)), and the level offset + scale v(q) is applied after
+// (spec section 7). The outliers are then walked by the block's threads, 16 per row, one chain (a
+// row segment) at a time, in a fixed order, so every call gives the same bits.
+#define MMA_ROWS 15
+#define MMA_WARPS 8
+
+template <int BF16>
+__device__ __forceinline__ void mma_16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+                                          unsigned b1) {
+    if (BF16)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The columns (within a lane's 32) of code pair p: for a width dividing 16, the two codes 16 bits
+// apart in one word; otherwise columns p and p + 16.
+template <int BITS>
+struct Pairs {
+    static constexpr bool in_word = 16 % BITS == 0;
+    static constexpr int per_word = in_word ? 16 / BITS : 1;
+    __device__ static constexpr int low(int p) { return in_word ? (p / per_word) * (32 / BITS) + p % per_word : p; }
+    __device__ static constexpr int high(int p) { return in_word ? low(p) + 16 / BITS : p + 16; }
+};
+
+template <int BITS>
+__device__ __forceinline__ unsigned code_at(const unsigned* w, int column) {
+    const int position = column * BITS, word = position >> 5, shift = position & 31;
+    unsigned q = w[word] >> shift;
+    if (shift + BITS > 32) q |= w[word + 1] << (32 - shift);
+    return q & ((1u << BITS) - 1);
+}
+
+// Pair p of a lane's codes as two 16-bit floats (the low column in the low half), exactly q.
+template <int BITS, int BF16>
+__device__ __forceinline__ unsigned code_pair(const unsigned* w, int p) {
+    constexpr unsigned magic = BF16 ? 0x43004300u : 0x64006400u, mask = (1u << BITS) - 1;
+    unsigned bits;
+    if (Pairs<BITS>::in_word) {
+        const int low = Pairs<BITS>::low(p);
+        bits = ((w[low * BITS >> 5] >> ((low * BITS) & 31)) & (mask | mask << 16)) | magic;
+    } else {
+        bits = code_at<BITS>(w, Pairs<BITS>::low(p)) | code_at<BITS>(w, Pairs<BITS>::high(p)) << 16 | magic;
+    }
+    if (BF16) {
+        __nv_bfloat162 v = __hsub2(*(__nv_bfloat162*)&bits, *(const __nv_bfloat162*)&magic);
+        return *(unsigned*)&v;
+    }
+    __half2 v = __hsub2(*(__half2*)&bits, *(const __half2*)&magic);
+    return *(unsigned*)&v;
+}
+
+// Pair p of a lane's 32 activations (xw[k] holds columns 2k and 2k + 1).
+template <int BITS>
+__device__ __forceinline__ unsigned activation_pair(const unsigned* xw, int p) {
+    const int low = Pairs<BITS>::low(p), high = Pairs<BITS>::high(p);
+    return __byte_perm(xw[low >> 1], xw[high >> 1], (low & 1 ? 0x32 : 0x10) | (high & 1 ? 0x7600 : 0x5400));
+}
+
+template <int BITS>
+__device__ __forceinline__ void load_codes(const unsigned* row, int available, unsigned* w) {
+    const bool whole = available >= BITS;
+    if (BITS == 4 && whole && (((unsigned long long)row) & 15) == 0) {
+        const uint4 v = *(const uint4*)row;
+        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+    } else if (BITS == 2 && whole && (((unsigned long long)row) & 7) == 0) {
+        const uint2 v = *(const uint2*)row;
+        w[0] = v.x, w[1] = v.y;
+    } else {
+#pragma unroll
+        for (int i = 0; i < BITS; ++i) w[i] = i < available ? row[i] : 0u;
+    }
+}
+
+__device__ __forceinline__ void load_activations(const unsigned short* x, int available, bool vectors, unsigned* xw) {
+    if (vectors && available >= 32) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint4 v = ((const uint4*)x)[i];
+            xw[4 * i] = v.x, xw[4 * i + 1] = v.y, xw[4 * i + 2] = v.z, xw[4 * i + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 16; ++k)
+            xw[k] = (2 * k < available ? x[2 * k] : 0u) | (2 * k + 1 < available ? (unsigned)x[2 * k + 1] << 16 : 0u);
+    }
+}
+
+// Reads a run of fixed-width gap symbols (spec section 8) one after another.
+struct GapReader {
+    const unsigned* words;
+    long long word;
+    unsigned long long buffer;
+    int have, bits;
+
+    __device__ __forceinline__ GapReader(const unsigned* w, long long symbol, int width, bool any) : words(w), bits(width) {
+        const long long position = symbol * width;
+        word = position >> 5;
+        have = 32 - (int)(position & 31);
+        buffer = any ? words[word] >> (position & 31) : 0;
+    }
+    __device__ __forceinline__ unsigned next() {
+        if (have < bits) {
+            buffer |= (unsigned long long)words[++word] << have;
+            have += 32;
+        }
+        const unsigned v = (unsigned)buffer & ((1u << bits) - 1);
+        buffer >>= bits;
+        have -= bits;
+        return v;
+    }
+};
+
+#define OUTLIER_BATCH 8
+
+// Row n's outlier corrections x[m, column] (outlier level - inlier level) over segments j, j + 16,
+// ... of the row, added to c[m] in chain order. The columns of OUTLIER_BATCH outliers are found
+// first, so that their codes' and activations' loads are in flight together.
+__device__ __forceinline__ void chain_corrections(const Tensor& t, int n, int j, const unsigned short* x,
+                                                  long long x_stride, int activations, int bf16, float* c) {
+    const int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
+    const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
+    const Row levels = row_levels(t, n, nullptr);
+    const unsigned escape = (1u << t.gap_bits) - 1;
+    for (int s = j; s < segments; s += 16) {
+        long long i = t.starts[(long long)n * segments + s];
+        const long long end = t.starts[(long long)n * segments + s + 1];
+        GapReader gaps((const unsigned*)(t.body + t.gaps), i, t.gap_bits, end > i);
+        long long cursor = (long long)s << t.segment_log2;
+        while (i < end) {
+            int column[OUTLIER_BATCH];
+#pragma unroll
+            for (int k = 0; k < OUTLIER_BATCH; ++k) {
+                column[k] = -1;
+                while (i < end) {
+                    const unsigned v = gaps.next();
+                    ++i;
+                    if (v == escape) {
+                        cursor += escape;
+                        continue;
+                    }
+                    if (cursor + v < t.cols) column[k] = (int)(cursor + v);
+                    cursor += v + 1;
+                    break;
+                }
+            }
+            float difference[OUTLIER_BATCH], x0[OUTLIER_BATCH];
+#pragma unroll
+            for (int k = 0; k < OUTLIER_BATCH; ++k) {
+                const int at = max(column[k], 0);
+                const unsigned q = field(codes, (long long)at * t.bits, t.bits);
+                x0[k] = column[k] < 0 ? 0.0f : from_bits(x[at], bf16);
+                difference[k] = column[k] < 0 ? 0.0f : levels.outlier(q) - levels.inlier(q);
+            }
+#pragma unroll
+            for (int k = 0; k < OUTLIER_BATCH; ++k) c[0] = fmaf(x0[k], difference[k], c[0]);
+#pragma unroll
+            for (int m = 1; m < MAX_ACTIVATION_ROWS; ++m) {
+                if (m >= activations) break;
+                float xm[OUTLIER_BATCH];
+#pragma unroll
+                for (int k = 0; k < OUTLIER_BATCH; ++k)
+                    xm[k] = column[k] < 0 ? 0.0f : from_bits(x[m * x_stride + max(column[k], 0)], bf16);
+#pragma unroll
+                for (int k = 0; k < OUTLIER_BATCH; ++k) c[m] = fmaf(xm[k], difference[k], c[m]);
+            }
+        }
+    }
+}
+
+template <int BITS, int BF16>
+__global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
+                                               const void* bias, void* y) {
+    const Tensor t = TENSOR;
+    __shared__ float partial[MMA_WARPS][16][MAX_ACTIVATION_ROWS];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
+    const int n0 = blockIdx.x * MMA_ROWS;
+    const int tiles = activations > 8 ? 2 : 1;
+    const int ra = min(n0 + g, t.rows - 1), rb = min(n0 + g + 8, t.rows - 1);
+    const bool ones = g == 7;  // row 15 of the tile: the activations' sums
+    const unsigned* row_a = (const unsigned*)(t.body + t.codes + (long long)ra * t.row_stride);
+    const unsigned* row_b = (const unsigned*)(t.body + t.codes + (long long)rb * t.row_stride);
+    const unsigned short* xs = (const unsigned short*)x;
+    const bool vectors = (((unsigned long long)x) & 15) == 0 && (x_stride & 7) == 0;
+    const int row_words = (int)(((long long)t.cols * BITS + 31) >> 5);
+    const int steps = (t.cols + 127) >> 7, s0 = steps * warp / MMA_WARPS, s1 = steps * (warp + 1) / MMA_WARPS;
+    constexpr unsigned one = BF16 ? 0x3F803F80u : 0x3C003C00u;
+    float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    for (int step = s0; step < s1; ++step) {
+        const int column = step * 128 + q4 * 32, w0 = (step * 4 + q4) * BITS;
+        unsigned wa[BITS + 1], wb[BITS + 1];
+        load_codes<BITS>(row_a + w0, row_words - w0, wa);
+        load_codes<BITS>(row_b + w0, row_words - w0, wb);
+        wa[BITS] = wb[BITS] = 0u;
+        unsigned xw[2][16];
+#pragma unroll
+        for (int tile = 0; tile < 2; ++tile) {
+            const int m = g + 8 * tile;
+            if (tile < tiles && m < activations)
+                load_activations(xs + m * x_stride + column, t.cols - column, vectors, xw[tile]);
+            else {
+#pragma unroll
+                for (int k = 0; k < 16; ++k) xw[tile][k] = 0u;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const unsigned a0 = code_pair<BITS, BF16>(wa, 2 * i), a2 = code_pair<BITS, BF16>(wa, 2 * i + 1);
+            const unsigned a1 = ones ? one : code_pair<BITS, BF16>(wb, 2 * i);
+            const unsigned a3 = ones ? one : code_pair<BITS, BF16>(wb, 2 * i + 1);
+#pragma unroll
+            for (int tile = 0; tile < 2; ++tile)
+                if (tile < tiles)
+                    mma_16816<BF16>(c[tile], a0, a1, a2, a3, activation_pair<BITS>(xw[tile], 2 * i),
+                                    activation_pair<BITS>(xw[tile], 2 * i + 1));
+        }
+    }
+    // This warp's share of y: offset * sum(x) + scale * sum(x v(q)) for rows g and g + 8, activation
+    // rows 2t, 2t + 1 (+ 8 in the second tile); the sums sit in lane (7, t)'s second row.
+    const Row la = row_levels(t, ra, nullptr), lb = row_levels(t, rb, nullptr);
+#pragma unroll
+    for (int tile = 0; tile < 2; ++tile) {
+        const float sum0 = __shfl_sync(0xffffffffu, c[tile][2], 28 + q4);
+        const float sum1 = __shfl_sync(0xffffffffu, c[tile][3], 28 + q4);
+        if (tile >= tiles) continue;
+        const int m = 8 * tile + 2 * q4;
+        partial[warp][g][m] = fmaf(la.offset, sum0, la.scale * c[tile][0]);
+        partial[warp][g][m + 1] = fmaf(la.offset, sum1, la.scale * c[tile][1]);
+        if (!ones) {
+            partial[warp][g + 8][m] = fmaf(lb.offset, sum0, lb.scale * c[tile][2]);
+            partial[warp][g + 8][m + 1] = fmaf(lb.offset, sum1, lb.scale * c[tile][3]);
+        }
+    }
+    // Outliers: thread (r, j) walks the chains of row n0 + r in segments j, j + 16, ...
+    const int r = threadIdx.x >> 4, j = threadIdx.x & 15;
+    float correction[MAX_ACTIVATION_ROWS];
+#pragma unroll
+    for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) correction[m] = 0.0f;
+    if (t.outliers && r < MMA_ROWS && n0 + r < t.rows)
+        chain_corrections(t, n0 + r, j, xs, x_stride, activations, BF16, correction);
+#pragma unroll
+    for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) {
+        if (m >= activations) break;
+        float v = correction[m];
+        for (int d = 8; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
+        correction[m] = v;
+    }
+    __syncthreads();
+    if (j < activations && r < MMA_ROWS && n0 + r < t.rows) {
+        float v = correction[0];
+#pragma unroll
+        for (int m = 1; m < MAX_ACTIVATION_ROWS; ++m)
+            if (m == j) v = correction[m];
+#pragma unroll
+        for (int w = 0; w < MMA_WARPS; ++w) v += partial[w][r][j];
+        const int n = n0 + r;
+        store(y, (long long)j * t.rows + n, bias ? v + load(bias, n, BF16) : v, BF16);
+    }
+}

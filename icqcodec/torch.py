@@ -1,9 +1,10 @@
 """``IcqLinear``: a linear layer that runs from its icq payload (optional extra ``icqcodec[torch]``).
 
 On a CUDA device, one row of float16 or bfloat16 activations (generation) goes through a kernel
-that keeps the activations in registers and multiplies each code's value, up to 16 rows through one
-fused kernel; both read the codes, row parameters and gap chains as they are stored and never write
-the weight to memory; more rows decode the weight to the activation dtype once per call and use cuBLAS. On the
+that keeps the activations in registers and multiplies each code's value; 2 to 16 rows through a
+tensor-core kernel (uniform kind, 1-7 bits; a CUDA-core fused kernel for the others). Each reads the
+codes, row parameters and gap chains as they are stored and never writes the weight to memory; more
+rows decode the weight to the activation dtype once per call and use cuBLAS. On the
 CPU, and for other activation dtypes, the weight is decoded (numba) and multiplied. The fused path is
 the custom op ``torch.ops.icqcodec.linear``, so ``torch.compile`` and CUDA graphs capture it.
 Results are checked against ``x @ L.T`` in float64 with a stated tolerance (``tests/test_torch.py``);
@@ -18,20 +19,29 @@ import torch
 from . import dtypes
 from .encode import EncodeOptions, assemble, encode_tensor
 from .files import safe_open
-from .linear import MAX_FUSED_ROWS, WARPS_PER_BLOCK, Layout, kernels, layout_of, load_layout, rows_per_warp
+from .linear import (
+    MAX_FUSED_ROWS,
+    MMA_ROWS,
+    WARPS_PER_BLOCK,
+    Layout,
+    kernels,
+    layout_of,
+    load_layout,
+    mma_kernel,
+    rows_per_warp,
+)
 
 __all__ = ["IcqLinear", "decoded_tensor", "linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
-ROWS = 4  # index of rows in Layout.arguments
+ROWS, MMA = 4, 11  # indices in Layout.arguments
 
 
 def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
-            rows_per_warp: int = 1) -> None:  # fmt: skip
+            rows_per_block: int = WARPS_PER_BLOCK) -> None:  # fmt: skip
     import cupy
 
-    rows = tensor_args[ROWS]
-    grid = (-(-rows // (WARPS_PER_BLOCK * rows_per_warp)),)
+    grid = (-(-tensor_args[ROWS] // rows_per_block),)
     pointers = [np.uint64(payload.data_ptr()), *(np.int64(v) for v in tensor_args[:4]),
                 np.uint64(starts.data_ptr()), *(np.int32(v) for v in tensor_args[4:10]), np.int64(tensor_args[10])]  # fmt: skip
     with cupy.cuda.ExternalStream(torch.cuda.current_stream(payload.device).cuda_stream, payload.device.index):
@@ -45,17 +55,23 @@ def _pointer(tensor: torch.Tensor | None) -> np.uint64:
 @torch.library.custom_op("icqcodec::linear", mutates_args=(), device_types="cuda")
 def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_args: list[int],
            bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload."""
+    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload;
+    ``tensor_args``: ``Layout.arguments``."""
     fused, levels, one_row = kernels()
     bf16 = np.int32(x.dtype == torch.bfloat16)
     rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
     x = x.contiguous()
     bias = None if bias is None else bias.to(x.dtype).contiguous()
+    if tensor_args[MMA] and 1 < x.shape[0] <= MAX_FUSED_ROWS:  # one row: the kernel below is faster (RESULTS)
+        y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
+        _launch(mma_kernel(tensor_args[ROWS + 2], bool(bf16)), tensor_args, payload, starts, _pointer(x),
+                np.int64(cols), np.int32(x.shape[0]), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
+        return y
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
         per_warp = rows_per_warp(rows)
         _launch(one_row, tensor_args, payload, starts, _pointer(x), bf16, _pointer(bias), _pointer(y),
-                np.int32(per_warp), rows_per_warp=per_warp)  # fmt: skip
+                np.int32(per_warp), rows_per_block=WARPS_PER_BLOCK * per_warp)  # fmt: skip
         return y
     if x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)

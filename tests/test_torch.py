@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import icqcodec  # noqa: E402
 from icqcodec import files  # noqa: E402
 from icqcodec.container import bytes_reader, read_header  # noqa: E402
-from icqcodec.torch import IcqLinear  # noqa: E402
+from icqcodec.torch import MMA, IcqLinear  # noqa: E402
 
 TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-6}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -42,6 +42,14 @@ def test_matches_float64_reference(rng, device, bits, quantizer, ratio, segment_
             assert relative_error(layer, x) <= TOLERANCE[dtype], (dtype, rows)
     x = torch.randn(2, 5, cols, device=device, dtype=torch.bfloat16)
     assert layer(x).shape == (2, 5, 33)
+
+
+@pytest.mark.parametrize("bits, quantizer, served", [
+    (1, "uniform", True), (7, "uniform", True), (8, "uniform", False), (2, "codebook", False),
+])  # fmt: skip
+def test_the_tensor_core_kernel_serves_the_uniform_kind_below_8_bits(rng, bits, quantizer, served):
+    layer = IcqLinear.from_float(weight(rng, 4, 64), bits=bits, quantizer=quantizer, device="cpu")
+    assert layer.tensor_args[MMA] == int(served)
 
 
 @pytest.mark.parametrize("device", DEVICES)
