@@ -314,7 +314,6 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
 // row segment) at a time, in a fixed order, so every call gives the same bits.
 #define MMA_ROWS 15
 #define MMA_WARPS 8
-#define STAGED_GAP_WORDS 4608  // 18 KB: the gap words of 15 rows of 28672 columns at 5% outliers
 
 template <int BF16>
 __device__ __forceinline__ void mma_16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
@@ -406,15 +405,14 @@ __device__ __forceinline__ void load_activations(const unsigned short* x, int av
 
 // Reads a run of fixed-width gap symbols (spec section 8) one after another.
 struct GapReader {
-    const unsigned* words;  // word `base` of the gap section first
+    const unsigned* words;
     long long word;
     unsigned long long buffer;
     int have, bits;
 
-    __device__ __forceinline__ GapReader(const unsigned* w, long long base, long long symbol, int width, bool any)
-        : words(w), bits(width) {
+    __device__ __forceinline__ GapReader(const unsigned* w, long long symbol, int width, bool any) : words(w), bits(width) {
         const long long position = symbol * width;
-        word = (position >> 5) - base;
+        word = position >> 5;
         have = 32 - (int)(position & 31);
         buffer = any ? words[word] >> (position & 31) : 0;
     }
@@ -435,9 +433,8 @@ struct GapReader {
 // Row n's outlier corrections x[m, column] (outlier level - inlier level) over segments j, j + 16,
 // ... of the row, added to c[m] in chain order. The columns of OUTLIER_BATCH outliers are found
 // first, so that their codes' and activations' loads are in flight together.
-__device__ __forceinline__ void chain_corrections(const Tensor& t, int n, int j, const unsigned* gap_words,
-                                                  long long base, const unsigned short* x, long long x_stride,
-                                                  int activations, int bf16, float* c) {
+__device__ __forceinline__ void chain_corrections(const Tensor& t, int n, int j, const unsigned short* x,
+                                                  long long x_stride, int activations, int bf16, float* c) {
     const int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
     const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
     const Row levels = row_levels(t, n, nullptr);
@@ -445,7 +442,7 @@ __device__ __forceinline__ void chain_corrections(const Tensor& t, int n, int j,
     for (int s = j; s < segments; s += 16) {
         long long i = t.starts[(long long)n * segments + s];
         const long long end = t.starts[(long long)n * segments + s + 1];
-        GapReader gaps(gap_words, base, i, t.gap_bits, end > i);
+        GapReader gaps((const unsigned*)(t.body + t.gaps), i, t.gap_bits, end > i);
         long long cursor = (long long)s << t.segment_log2;
         while (i < end) {
             int column[OUTLIER_BATCH];
@@ -493,27 +490,8 @@ __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long 
                                                const void* bias, void* y) {
     const Tensor t = TENSOR;
     __shared__ float partial[MMA_WARPS][16][MAX_ACTIVATION_ROWS];
-    __shared__ unsigned staged[STAGED_GAP_WORDS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
     const int n0 = blockIdx.x * MMA_ROWS;
-    // The block's gap words, copied to shared memory while the inliers run (when they fit).
-    const unsigned* gap_words = (const unsigned*)(t.body + t.gaps);
-    long long base = 0;
-    if (t.outliers) {
-        const int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
-        const long long first = t.starts[(long long)n0 * segments];
-        const long long last = t.starts[(long long)min(n0 + MMA_ROWS, t.rows) * segments];
-        const long long begin = first * t.gap_bits >> 5, end = (last * t.gap_bits + 31) >> 5;
-        if (end - begin <= STAGED_GAP_WORDS) {
-            for (long long i = threadIdx.x; i < end - begin; i += blockDim.x) {
-                const unsigned to = (unsigned)__cvta_generic_to_shared(staged + i);
-                asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(to), "l"(gap_words + begin + i));
-            }
-            gap_words = staged;
-            base = begin;
-        }
-        asm volatile("cp.async.commit_group;\n" ::);
-    }
     const int tiles = activations > 8 ? 2 : 1;
     const int ra = min(n0 + g, t.rows - 1), rb = min(n0 + g + 8, t.rows - 1);
     const bool ones = g == 7;  // row 15 of the tile: the activations' sums
@@ -571,14 +549,12 @@ __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long 
         }
     }
     // Outliers: thread (r, j) walks the chains of row n0 + r in segments j, j + 16, ...
-    asm volatile("cp.async.wait_all;\n" ::);
-    __syncthreads();
     const int r = threadIdx.x >> 4, j = threadIdx.x & 15;
     float correction[MAX_ACTIVATION_ROWS];
 #pragma unroll
     for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) correction[m] = 0.0f;
     if (t.outliers && r < MMA_ROWS && n0 + r < t.rows)
-        chain_corrections(t, n0 + r, j, gap_words, base, xs, x_stride, activations, BF16, correction);
+        chain_corrections(t, n0 + r, j, xs, x_stride, activations, BF16, correction);
 #pragma unroll
     for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) {
         if (m >= activations) break;
