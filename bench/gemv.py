@@ -85,9 +85,12 @@ def main() -> None:
     parser.add_argument("--rows-per-warp", type=int, help="weight rows per warp of the one-row kernel (1-4)")
     parser.add_argument("--outlier-ratio", type=float, default=0.05)
     parser.add_argument("--int4pack", action="store_true", help="also PyTorch's int4 kernel, groups of 128")
+    parser.add_argument("--mma-min-rows", type=int, help="fewest rows of activations the tensor-core kernel takes")
     parser.add_argument("--cuda-cores", action="store_true",
                         help="also the CUDA-core kernels the tensor-core kernel replaced, on the same weights")  # fmt: skip
     args = parser.parse_args()
+    if args.mma_min_rows:
+        icqcodec.torch.MMA_MIN_ROWS = args.mma_min_rows
     if args.rows_per_warp:
         icqcodec.torch.rows_per_warp = lambda rows: args.rows_per_warp
     torch.manual_seed(0)

@@ -35,6 +35,7 @@ __all__ = ["IcqLinear", "decoded_tensor", "linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS, MMA = 4, 11  # indices in Layout.arguments
+MMA_MIN_ROWS = 2  # one row runs faster on the one-row kernel (bench/RESULTS.md)
 
 
 def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
@@ -62,7 +63,7 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_
     rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
     x = x.contiguous()
     bias = None if bias is None else bias.to(x.dtype).contiguous()
-    if tensor_args[MMA] and 1 < x.shape[0] <= MAX_FUSED_ROWS:  # one row: the kernel below is faster (RESULTS)
+    if tensor_args[MMA] and MMA_MIN_ROWS <= x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         _launch(mma_kernel(tensor_args[ROWS + 2], bool(bf16)), tensor_args, payload, starts, _pointer(x),
                 np.int64(cols), np.int32(x.shape[0]), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
