@@ -205,13 +205,18 @@ extern "C" __global__ void __launch_bounds__(256) icq_levels(TENSOR_ARGS, int bf
 // (q by the magic-number trick, exact: no integer-to-float instruction) and one FMA per weight.
 #define MAX_ROWS_PER_WARP 4
 
+// The code in `column` of a run of whole words that starts at column 0.
 template <int BITS>
-__device__ __forceinline__ float code_value(const unsigned* w, int j, const float* book) {
-    constexpr unsigned mask = (1u << BITS) - 1;
-    const int position = j * BITS, word = position >> 5, shift = position & 31;
+__device__ __forceinline__ unsigned code_at(const unsigned* w, int column) {
+    const int position = column * BITS, word = position >> 5, shift = position & 31;
     unsigned q = w[word] >> shift;
     if (shift + BITS > 32) q |= w[word + 1] << (32 - shift);
-    q &= mask;
+    return q & ((1u << BITS) - 1);
+}
+
+template <int BITS>
+__device__ __forceinline__ float code_value(const unsigned* w, int j, const float* book) {
+    const unsigned q = code_at<BITS>(w, j);
     if (book) return book[q];
     return __uint_as_float(0x4B000000u | q) - 8388608.0f;  // 2^23 + q, exact, less 2^23
 }
@@ -339,14 +344,6 @@ struct Pairs {
     __device__ static constexpr int low(int p) { return in_word ? (p / per_word) * (32 / BITS) + p % per_word : p; }
     __device__ static constexpr int high(int p) { return in_word ? low(p) + 16 / BITS : p + 16; }
 };
-
-template <int BITS>
-__device__ __forceinline__ unsigned code_at(const unsigned* w, int column) {
-    const int position = column * BITS, word = position >> 5, shift = position & 31;
-    unsigned q = w[word] >> shift;
-    if (shift + BITS > 32) q |= w[word + 1] << (32 - shift);
-    return q & ((1u << BITS) - 1);
-}
 
 // Pair p of a lane's codes as two 16-bit floats (the low column in the low half), exactly q.
 template <int BITS, int BF16>
