@@ -54,6 +54,16 @@ def timed(calls, repeats: int = 7) -> float:
     return statistics.median(samples)
 
 
+def with_settings(change: dict, run):
+    """``run()`` with module settings of :mod:`icqcodec.torch` changed (a graph captures them)."""
+    before = {name: getattr(icqcodec.torch, name) for name in change}
+    vars(icqcodec.torch).update(change)
+    try:
+        return run()
+    finally:
+        vars(icqcodec.torch).update(before)
+
+
 def copy_bandwidth() -> float:
     a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
@@ -88,6 +98,8 @@ def main() -> None:
     parser.add_argument("--mma-min-rows", type=int, help="fewest rows of activations the tensor-core kernel takes")
     parser.add_argument("--cuda-cores", action="store_true",
                         help="also the CUDA-core kernels the tensor-core kernel replaced, on the same weights")  # fmt: skip
+    parser.add_argument("--variants", action="store_true",
+                        help="also the tensor-core kernel at one row, and reading its outliers' codes in their rows")  # fmt: skip
     args = parser.parse_args()
     if args.mma_min_rows:
         icqcodec.torch.MMA_MIN_ROWS = args.mma_min_rows
@@ -103,10 +115,14 @@ def main() -> None:
         out_features, in_features = (int(v) for v in shape.split("x"))
         weight = torch.from_numpy((rng.standard_t(4, size=(out_features, in_features)) * 0.02).astype(np.float32))
         dense = weight.to("cuda", torch.bfloat16)
-        layers = {"bfloat16 (cuBLAS)": None}
+        layers, settings = {"bfloat16 (cuBLAS)": None}, {}
         for bits in args.bits:
             layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, outlier_ratio=args.outlier_ratio,
                                                              dtype="bfloat16", device="cuda")  # fmt: skip
+            if args.variants:
+                for label, change in ((f"icq {bits}-bit, tensor cores from 1 row", {"MMA_MIN_ROWS": 1}),
+                                      (f"icq {bits}-bit, outliers' codes read in rows", {"SYMBOL_CODES": False})):  # fmt: skip
+                    layers[label], settings[label] = layers[f"icq {bits}-bit"], change
             if args.cuda_cores:
                 legacy = IcqLinear(layers[f"icq {bits}-bit"].layout, device="cuda")
                 legacy.tensor_args[MMA] = 0
@@ -126,12 +142,14 @@ def main() -> None:
             else:
                 weights = [layer] + [copy_of(layer) for _ in range(copies - 1)]
             for rows in args.rows:
+                if settings.get(label, {}).get("MMA_MIN_ROWS", 0) == 1 and rows > 1:
+                    continue  # the same kernel as the default from 2 rows on
                 x = torch.randn(rows, in_features, dtype=torch.bfloat16, device="cuda")
                 if layer is None:
                     calls = [lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in weights]
                 else:
                     calls = [lambda w=w, x=x: w(x) for w in weights]
-                seconds = timed(calls)
+                seconds = with_settings(settings.get(label, {}), lambda calls=calls: timed(calls))
                 rate = size / seconds
                 print(f"| {shape} | {label} | {rows} | {seconds * 1e6:.1f} | {rate / 1e9:.0f} | "
                       f"{100 * rate / copy:.0f}% |", flush=True)  # fmt: skip

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The H200 checks and timings of one device session, in one call:
-#   bash bench/h200_session.sh kernels   IcqLinear's timings (gemv, all shapes, beside cuBLAS, int4pack and
-#                                        the CUDA-core kernels) and correctness (linear_check, test_torch)
+#   bash bench/h200_session.sh kernels   IcqLinear's correctness (linear_check, test_torch) and timings
+#                                        (gemv, all shapes, beside cuBLAS and int4pack, with the kernel's variants)
 #   bash bench/h200_session.sh tests     the GPU tests (every backend, cupy included) and the
 #                                        conformance vectors on the cupy decoder
 #   bash bench/h200_session.sh full      both
@@ -15,9 +15,9 @@ mode=${1:-full}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 step() { echo "== $*"; "$@" 2>&1 | tee -a "$out/session.log" | tail -n 130; }
 if [ "$mode" = kernels ] || [ "$mode" = full ]; then
-  step python3 bench/gemv.py --bits 2 3 4 --rows 1 4 16 --int4pack --cuda-cores
   step python3 bench/linear_check.py --cases 50 --max-cols 4096
-  step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py
+  step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_linear.py
+  step python3 bench/gemv.py --bits ${GEMV_BITS:-2 3 4} --rows 1 4 16 --int4pack --variants
 fi
 if [ "$mode" = tests ] || [ "$mode" = full ]; then
   step python3 -m pytest -q -p no:cacheprovider tests/test_column_slices.py tests/test_sub_records.py \

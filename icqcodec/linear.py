@@ -1,8 +1,10 @@
 """An icq tensor laid out for a linear layer on the GPU, and the kernels that run from it.
 
 The layout keeps the tensor's payload byte for byte (so it can be written back unchanged) and adds
-one array: the start of every (row, segment) gap chain, the prefix sum of the segment counts (spec
-section 8), 8 bytes per segment. The payload is checked on the host before anything is uploaded:
+two arrays: the start of every (row, segment) gap chain, the prefix sum of the segment counts (spec
+section 8), 8 bytes per segment; and the code of every gap symbol in chain order (0 for an escape),
+``bits`` bits per symbol, so that the tensor-core kernel streams its outliers' codes instead of
+looking each one up in its row. The payload is checked on the host before anything is uploaded:
 the whole decode of the numba decoder, so the kernels only ever see valid chains. The kernels
 (``linear_kernels.cu``, compiled by NVRTC through CuPy on first use and cached by CuPy) need no
 torch; :mod:`icqcodec.torch` wraps them in a module.
@@ -15,6 +17,7 @@ import functools
 from dataclasses import dataclass
 from importlib import resources
 
+import numba as nb
 import numpy as np
 
 from .bitstream import packed_size
@@ -22,6 +25,7 @@ from .constants import CODING_ICQ, KIND_UNIFORM
 from .container import Header, TensorRecord, bytes_reader, read_header, tensor_layout
 from .decode import decode_tensor
 from .icq_params import IcqParams
+from .jit import JIT, field, pack_fields
 from .payload_checks import segment_starts
 
 __all__ = ["MAX_FUSED_ROWS", "MMA_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels",
@@ -42,6 +46,7 @@ class Layout:
     chunk_log2: int
     payload: np.ndarray  # uint8: body and chunk table, exactly the file's bytes
     starts: np.ndarray  # int64, rows * segments + 1
+    symbol_codes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1, np.uint32))  # uint32 words
 
     @property
     def arguments(self) -> tuple[int, ...]:
@@ -86,10 +91,42 @@ def layout_of(header: Header, record: TensorRecord, read_at, *, backend: str = "
     if not p.outliers:
         return layout
     segments = -(-record.cols // p.segment)
-    begin, size = tensor_layout(record, header.chunk_log2).sections["counts"]
-    words = np.frombuffer(bytes(read_at(start + begin, size)), dtype="<u4").astype(np.uint32)
+    words = _words(read_at, start, tensor_layout(record, header.chunk_log2).sections["counts"])
     starts, _ = segment_starts(words, record.rows * segments, p.count_bits, p.total_symbols)
-    return dataclasses.replace(layout, starts=starts)
+    return dataclasses.replace(layout, starts=starts, symbol_codes=_symbol_codes(record, header.chunk_log2, read_at,
+                                                                                 start, starts))  # fmt: skip
+
+
+def _words(read_at, start: int, section: tuple[int, int]) -> np.ndarray:
+    return np.frombuffer(bytes(read_at(start + section[0], section[1])), dtype="<u4").astype(np.uint32)
+
+
+def _symbol_codes(record: TensorRecord, chunk_log2: int, read_at, start: int, starts: np.ndarray) -> np.ndarray:
+    """The code of every gap symbol, in chain order, packed ``bits`` bits each (0 for an escape)."""
+    p, sections = record.params, tensor_layout(record, chunk_log2).sections
+    segments = -(-record.cols // p.segment)
+    codes = _codes_of_symbols(_words(read_at, start, sections["codes"]), packed_size(record.cols, p.bits) // 4,
+                              _words(read_at, start, sections["gaps"]), starts, record.rows, segments, record.cols,
+                              p.bits, p.gap_bits, p.segment_log2)  # fmt: skip
+    return np.frombuffer(pack_fields(codes, p.bits) + bytes(4), dtype="<u4").astype(np.uint32)  # never empty
+
+
+@nb.njit(parallel=True, **JIT)
+def _codes_of_symbols(code_words, row_words, gap_words, starts, rows, segments, cols, bits, gap_bits, segment_log2):
+    values = np.zeros(starts[rows * segments], np.uint8)
+    escape = (1 << gap_bits) - 1
+    for r in nb.prange(rows):
+        for s in range(segments):
+            cursor = s << segment_log2
+            for i in range(starts[r * segments + s], starts[r * segments + s + 1]):
+                v = field(gap_words, i * gap_bits, gap_bits)
+                if v == escape:
+                    cursor += escape
+                    continue
+                if cursor + v < cols:
+                    values[i] = field(code_words, r * row_words * 32 + (cursor + v) * bits, bits)
+                cursor += v + 1
+    return values
 
 
 def load_layout(data, name: str) -> Layout:
@@ -112,18 +149,19 @@ def takes_mma(params: IcqParams) -> bool:
     return params.kind == KIND_UNIFORM and params.bits <= MMA_MAX_BITS
 
 
-def _source() -> str:
+def kernel_source() -> str:
+    """The CUDA source of the kernels (``linear_kernels.cu``)."""
     return resources.files(__package__).joinpath("linear_kernels.cu").read_text(encoding="utf-8")
 
 
 @functools.cache
-def mma_kernel(bits: int, bf16: bool):
-    """The tensor-core kernel for ``bits``-bit codes and bfloat16 (else float16) activations,
-    compiled on first use (one instantiation of the template)."""
+def mma_kernel(bits: int, bf16: bool, tiles: int):
+    """The tensor-core kernel for ``bits``-bit codes, bfloat16 (else float16) activations and up to
+    8 (``tiles`` 1) or 16 (2) rows of them, compiled on first use (one instantiation of the template)."""
     import cupy
 
-    name = f"icq_mma<{bits}, {int(bf16)}>"
-    module = cupy.RawModule(code=_source(), options=("-std=c++17",), name_expressions=(name,))
+    name = f"icq_mma<{bits}, {int(bf16)}, {tiles}>"
+    module = cupy.RawModule(code=kernel_source(), options=("-std=c++17",), name_expressions=(name,))
     return module.get_function(name)
 
 
@@ -132,5 +170,5 @@ def kernels():
     """(fused linear, levels, one-row linear) kernels, compiled on first use."""
     import cupy
 
-    module = cupy.RawModule(code=_source(), options=("-std=c++17",))
+    module = cupy.RawModule(code=kernel_source(), options=("-std=c++17",))
     return module.get_function("icq_linear"), module.get_function("icq_levels"), module.get_function("icq_gemv")

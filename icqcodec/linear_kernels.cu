@@ -24,6 +24,8 @@ struct Tensor {
     const long long* starts;                   // rows * segments + 1 symbol starts (prefix of the counts)
     int rows, cols, bits, outliers, gap_bits, segment_log2;
     long long row_stride;                      // bytes per code row
+
+    __device__ __forceinline__ int segments() const { return (cols + (1 << segment_log2) - 1) >> segment_log2; }
 };
 
 __device__ __forceinline__ unsigned field(const unsigned* words, long long position, int width) {
@@ -83,7 +85,7 @@ __device__ __forceinline__ const float* shared_book(const Tensor& t, float* book
 template <typename Visit>
 __device__ __forceinline__ void outliers_of(const Tensor& t, int n, const unsigned* codes, Visit visit) {
     int lane = threadIdx.x & 31;
-    int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
+    const int segments = t.segments();
     const unsigned* gaps = (const unsigned*)(t.body + t.gaps);
     unsigned escape = (1u << t.gap_bits) - 1;
     for (int s = 0; s < segments; ++s) {
@@ -400,15 +402,15 @@ __device__ __forceinline__ void load_activations(const unsigned short* x, int av
     }
 }
 
-// Reads a run of fixed-width gap symbols (spec section 8) one after another.
-struct GapReader {
+// Reads a run of fixed-width fields (spec section 5) one after another, from bit `position` of `w`.
+struct FieldReader {
     const unsigned* words;
     long long word;
     unsigned long long buffer;
     int have, bits;
 
-    __device__ __forceinline__ GapReader(const unsigned* w, long long symbol, int width, bool any) : words(w), bits(width) {
-        const long long position = symbol * width;
+    __device__ __forceinline__ FieldReader(const unsigned* w, long long position, int width, bool any)
+        : words(w), bits(width) {
         word = position >> 5;
         have = 32 - (int)(position & 31);
         buffer = any ? words[word] >> (position & 31) : 0;
@@ -425,71 +427,191 @@ struct GapReader {
     }
 };
 
-#define OUTLIER_BATCH 8
+// A run of a section's words, copied to shared memory when it fits there: fields are read from
+// `words` at their stream bit less `first_bit`.
+struct Staged {
+    const unsigned* words;
+    long long first_bit;
+};
 
-// Row n's outlier corrections x[m, column] (outlier level - inlier level) over segments j, j + 16,
-// ... of the row, added to c[m] in chain order. The columns of OUTLIER_BATCH outliers are found
-// first, so that their codes' and activations' loads are in flight together.
-__device__ __forceinline__ void chain_corrections(const Tensor& t, int n, int j, const unsigned short* x,
-                                                  long long x_stride, int activations, int bf16, float* c) {
-    const int segments = (t.cols + (1 << t.segment_log2) - 1) >> t.segment_log2;
-    const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
-    const Row levels = row_levels(t, n, nullptr);
+__device__ __forceinline__ void copy_async(unsigned* to, const unsigned* from) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)), "l"(from));
+}
+
+// Starts copying the words that hold stream bits [begin, end) of `words` to `store` (room for
+// `room` words); the copy is complete after cp.async.wait_all and a barrier.
+__device__ __forceinline__ Staged stage(const unsigned* words, long long begin, long long end, unsigned* store,
+                                        int room) {
+    const long long w0 = begin >> 5, w1 = (end + 31) >> 5;
+    if (w1 - w0 > room) return {words, 0};
+    for (long long i = threadIdx.x; i < w1 - w0; i += blockDim.x) copy_async(store + i, words + w0 + i);
+    return {store, w0 << 5};
+}
+
+#define OUTLIER_BATCH 8
+#define ROW_THREADS 16
+
+// Row n's outlier corrections x[m, column] (outlier level - inlier level), by the 16 threads of a
+// half-warp: thread j walks the j-th sixteenth of the row's gap symbols, its first column found by
+// a scan of the advances over the half-warp that restarts at every chain (a row segment, spec
+// section 8); each adds its corrections to c[m] in symbol order. `codes`: the symbols' codes in
+// chain order (0 for escapes), or null to read them from the rows' codes; `st`: the row's segment
+// starts (t.starts from row n on, or their copy in shared memory). Every lane of the warp calls it;
+// `active` is false for a row past the tile.
+template <int MAXM>
+__device__ __forceinline__ void row_corrections(const Tensor& t, int n, bool active, int j, const long long* st,
+                                                Staged gaps, Staged codes, const unsigned short* x,
+                                                long long x_stride, int activations, int bf16, float* c) {
+    const int segments = t.segments();
+    const long long first = st[0], count = active ? st[segments] - first : 0;
+    const long long a = first + count * j / ROW_THREADS, b = first + count * (j + 1) / ROW_THREADS;
+    int lo = 0, hi = segments - 1;  // the chain of symbol a: the last segment that starts at or before it
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (st[mid] <= a) lo = mid;
+        else hi = mid - 1;
+    }
+    const int s0 = lo;
+    const bool chain_start = a < b && a == st[s0];
     const unsigned escape = (1u << t.gap_bits) - 1;
-    for (int s = j; s < segments; s += 16) {
-        long long i = t.starts[(long long)n * segments + s];
-        const long long end = t.starts[(long long)n * segments + s + 1];
-        GapReader gaps((const unsigned*)(t.body + t.gaps), i, t.gap_bits, end > i);
-        long long cursor = (long long)s << t.segment_log2;
-        while (i < end) {
-            int column[OUTLIER_BATCH];
+    bool reset = chain_start;
+    int advance = 0;  // of the symbols of [a, b) since the last chain start among them
+    {
+        int s = s0;
+        long long next = st[s + 1];
+        FieldReader symbols(gaps.words, a * t.gap_bits - gaps.first_bit, t.gap_bits, a < b);
+        for (long long i = a; i < b; ++i) {
+            while (i == next) {
+                next = st[++s + 1];
+                reset = true;
+                advance = 0;
+            }
+            const unsigned v = symbols.next();
+            advance += v == escape ? (int)escape : (int)v + 1;
+        }
+    }
+    for (int d = 1; d < ROW_THREADS; d <<= 1) {
+        const int before = __shfl_up_sync(0xffffffffu, advance, d, ROW_THREADS);
+        const int restarted = __shfl_up_sync(0xffffffffu, (int)reset, d, ROW_THREADS);
+        if (j >= d && !reset) {
+            advance += before;
+            reset = restarted;
+        }
+    }
+    int cursor = __shfl_up_sync(0xffffffffu, advance, 1, ROW_THREADS);
+    if (j == 0 || chain_start) cursor = 0;
+    if (a >= b) return;
+    const unsigned* row = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
+    const Row levels = row_levels(t, n, nullptr);
+    int s = s0;
+    long long next = st[s + 1], base = (long long)s0 << t.segment_log2;
+    FieldReader symbols(gaps.words, a * t.gap_bits - gaps.first_bit, t.gap_bits, true);
+    FieldReader stored(codes.words, a * t.bits - codes.first_bit, t.bits, codes.words != nullptr);
+    long long i = a;
+    while (i < b) {
+        int column[OUTLIER_BATCH];
+        unsigned q[OUTLIER_BATCH];
 #pragma unroll
-            for (int k = 0; k < OUTLIER_BATCH; ++k) {
-                column[k] = -1;
-                while (i < end) {
-                    const unsigned v = gaps.next();
-                    ++i;
-                    if (v == escape) {
-                        cursor += escape;
-                        continue;
-                    }
-                    if (cursor + v < t.cols) column[k] = (int)(cursor + v);
-                    cursor += v + 1;
-                    break;
+        for (int k = 0; k < OUTLIER_BATCH; ++k) {
+            column[k] = -1;
+            q[k] = 0;
+            while (i < b) {
+                while (i == next) {
+                    next = st[++s + 1];
+                    cursor = 0;
+                    base = (long long)s << t.segment_log2;
                 }
+                const unsigned v = symbols.next(), code = codes.words ? stored.next() : 0u;
+                ++i;
+                if (v == escape) {
+                    cursor += (int)escape;
+                    continue;
+                }
+                if (base + cursor + v < t.cols) {
+                    column[k] = (int)(base + cursor + v);
+                    q[k] = code;
+                }
+                cursor += (int)v + 1;
+                break;
             }
-            float difference[OUTLIER_BATCH], x0[OUTLIER_BATCH];
+        }
+        float difference[OUTLIER_BATCH];
 #pragma unroll
-            for (int k = 0; k < OUTLIER_BATCH; ++k) {
-                const int at = max(column[k], 0);
-                const unsigned q = field(codes, (long long)at * t.bits, t.bits);
-                x0[k] = column[k] < 0 ? 0.0f : from_bits(x[at], bf16);
-                difference[k] = column[k] < 0 ? 0.0f : levels.outlier(q) - levels.inlier(q);
-            }
+        for (int k = 0; k < OUTLIER_BATCH; ++k) {
+            const int at = max(column[k], 0);
+            const unsigned code = codes.words ? q[k] : field(row, (long long)at * t.bits, t.bits);
+            difference[k] = column[k] < 0 ? 0.0f : levels.outlier(code) - levels.inlier(code);
+        }
 #pragma unroll
-            for (int k = 0; k < OUTLIER_BATCH; ++k) c[0] = fmaf(x0[k], difference[k], c[0]);
+        for (int m = 0; m < MAXM; ++m) {
+            if (m >= activations) break;
+            float xm[OUTLIER_BATCH];
 #pragma unroll
-            for (int m = 1; m < MAX_ACTIVATION_ROWS; ++m) {
-                if (m >= activations) break;
-                float xm[OUTLIER_BATCH];
+            for (int k = 0; k < OUTLIER_BATCH; ++k)
+                xm[k] = column[k] < 0 ? 0.0f : from_bits(x[m * x_stride + max(column[k], 0)], bf16);
 #pragma unroll
-                for (int k = 0; k < OUTLIER_BATCH; ++k)
-                    xm[k] = column[k] < 0 ? 0.0f : from_bits(x[m * x_stride + max(column[k], 0)], bf16);
-#pragma unroll
-                for (int k = 0; k < OUTLIER_BATCH; ++k) c[m] = fmaf(xm[k], difference[k], c[m]);
-            }
+            for (int k = 0; k < OUTLIER_BATCH; ++k) c[m] = fmaf(xm[k], difference[k], c[m]);
         }
     }
 }
 
-template <int BITS, int BF16>
+// Steps of 128 columns whose codes one warp has in flight together: the inlier pass is bound by
+// memory latency, so as many as the registers allow.
+template <int BITS>
+struct Depth {
+    static constexpr int steps = BITS <= 2 ? 8 : BITS <= 4 ? 4 : 2;
+};
+
+#define GAP_STAGE_WORDS 4096
+#define CODE_STAGE_WORDS 2048
+#define START_STAGE 512
+
+// The outlier side of a tile of MMA_ROWS rows from row n0, as the outlier pass reads it: its rows'
+// segment starts, gap symbols and (where `symbol_codes` is given) their codes, each copied to
+// shared memory when it fits there (the walk then waits on no global load but its activations').
+struct OutlierStore {
+    long long starts[START_STAGE];
+    unsigned gaps[GAP_STAGE_WORDS], codes[CODE_STAGE_WORDS];
+};
+
+struct TileOutliers {
+    const long long* starts;  // of row n0 on
+    Staged gaps, codes;
+};
+
+// Starts the copies to `store`; they are complete after cp.async.wait_all and a barrier.
+__device__ __forceinline__ TileOutliers stage_outliers(const Tensor& t, int n0, const unsigned* symbol_codes,
+                                                       OutlierStore& store) {
+    const int segments = t.segments();
+    const long long* starts = t.starts + (long long)n0 * segments;
+    const int entries = min(MMA_ROWS, t.rows - n0) * segments + 1;
+    TileOutliers tile = {starts, {nullptr, 0}, {nullptr, 0}};
+    if (entries <= START_STAGE) {
+        for (int i = threadIdx.x; i < entries; i += blockDim.x) {
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(
+                             (unsigned)__cvta_generic_to_shared(store.starts + i)), "l"(starts + i));
+        }
+        tile.starts = store.starts;
+    }
+    const long long begin = starts[0], end = starts[entries - 1];
+    tile.gaps = stage((const unsigned*)(t.body + t.gaps), begin * t.gap_bits, end * t.gap_bits, store.gaps,
+                      GAP_STAGE_WORDS);
+    if (symbol_codes) tile.codes = stage(symbol_codes, begin * t.bits, end * t.bits, store.codes, CODE_STAGE_WORDS);
+    asm volatile("cp.async.commit_group;\n" ::);
+    return tile;
+}
+
+template <int BITS, int BF16, int TILES>
 __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
-                                               const void* bias, void* y) {
+                                               const unsigned* symbol_codes, const void* bias, void* y) {
+    constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS>::steps;
     const Tensor t = TENSOR;
-    __shared__ float partial[MMA_WARPS][16][MAX_ACTIVATION_ROWS];
+    __shared__ float partial[MMA_WARPS][16][MAXM];
+    __shared__ OutlierStore outlier_store;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
     const int n0 = blockIdx.x * MMA_ROWS;
-    const int tiles = activations > 8 ? 2 : 1;
+    TileOutliers tile = {nullptr, {nullptr, 0}, {nullptr, 0}};  // to shared memory while the inliers run
+    if (t.outliers) tile = stage_outliers(t, n0, symbol_codes, outlier_store);
     const int ra = min(n0 + g, t.rows - 1), rb = min(n0 + g + 8, t.rows - 1);
     const bool ones = g == 7;  // row 15 of the tile: the activations' sums
     const unsigned* row_a = (const unsigned*)(t.body + t.codes + (long long)ra * t.row_stride);
@@ -499,44 +621,52 @@ __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long 
     const int row_words = (int)(((long long)t.cols * BITS + 31) >> 5);
     const int steps = (t.cols + 127) >> 7, s0 = steps * warp / MMA_WARPS, s1 = steps * (warp + 1) / MMA_WARPS;
     constexpr unsigned one = BF16 ? 0x3F803F80u : 0x3C003C00u;
-    float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-    for (int step = s0; step < s1; ++step) {
-        const int column = step * 128 + q4 * 32, w0 = (step * 4 + q4) * BITS;
-        unsigned wa[BITS + 1], wb[BITS + 1];
-        load_codes<BITS>(row_a + w0, row_words - w0, wa);
-        load_codes<BITS>(row_b + w0, row_words - w0, wb);
-        wa[BITS] = wb[BITS] = 0u;
-        unsigned xw[2][16];
+    float c[TILES][4];
 #pragma unroll
-        for (int tile = 0; tile < 2; ++tile) {
-            const int m = g + 8 * tile;
-            if (tile < tiles && m < activations)
-                load_activations(xs + m * x_stride + column, t.cols - column, vectors, xw[tile]);
-            else {
+    for (int tile = 0; tile < TILES; ++tile) c[tile][0] = c[tile][1] = c[tile][2] = c[tile][3] = 0.0f;
+    for (int step0 = s0; step0 < s1; step0 += DEPTH) {
+        unsigned wa[DEPTH][BITS + 1], wb[DEPTH][BITS + 1];
 #pragma unroll
-                for (int k = 0; k < 16; ++k) xw[tile][k] = 0u;
-            }
+        for (int d = 0; d < DEPTH; ++d) {
+            const int w0 = ((step0 + d) * 4 + q4) * BITS, available = step0 + d < s1 ? row_words - w0 : 0;
+            load_codes<BITS>(row_a + w0, available, wa[d]);
+            load_codes<BITS>(row_b + w0, available, wb[d]);
+            wa[d][BITS] = wb[d][BITS] = 0u;
         }
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const unsigned a0 = code_pair<BITS, BF16>(wa, 2 * i), a2 = code_pair<BITS, BF16>(wa, 2 * i + 1);
-            const unsigned a1 = ones ? one : code_pair<BITS, BF16>(wb, 2 * i);
-            const unsigned a3 = ones ? one : code_pair<BITS, BF16>(wb, 2 * i + 1);
+        for (int d = 0; d < DEPTH; ++d) {
+            if (step0 + d >= s1) break;
+            const int column = (step0 + d) * 128 + q4 * 32;
+            unsigned xw[TILES][16];
 #pragma unroll
-            for (int tile = 0; tile < 2; ++tile)
-                if (tile < tiles)
+            for (int tile = 0; tile < TILES; ++tile) {
+                const int m = g + 8 * tile;
+                if (m < activations)
+                    load_activations(xs + m * x_stride + column, t.cols - column, vectors, xw[tile]);
+                else {
+#pragma unroll
+                    for (int k = 0; k < 16; ++k) xw[tile][k] = 0u;
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const unsigned a0 = code_pair<BITS, BF16>(wa[d], 2 * i), a2 = code_pair<BITS, BF16>(wa[d], 2 * i + 1);
+                const unsigned a1 = ones ? one : code_pair<BITS, BF16>(wb[d], 2 * i);
+                const unsigned a3 = ones ? one : code_pair<BITS, BF16>(wb[d], 2 * i + 1);
+#pragma unroll
+                for (int tile = 0; tile < TILES; ++tile)
                     mma_16816<BF16>(c[tile], a0, a1, a2, a3, activation_pair<BITS>(xw[tile], 2 * i),
                                     activation_pair<BITS>(xw[tile], 2 * i + 1));
+            }
         }
     }
     // This warp's share of y: offset * sum(x) + scale * sum(x v(q)) for rows g and g + 8, activation
     // rows 2t, 2t + 1 (+ 8 in the second tile); the sums sit in lane (7, t)'s second row.
     const Row la = row_levels(t, ra, nullptr), lb = row_levels(t, rb, nullptr);
 #pragma unroll
-    for (int tile = 0; tile < 2; ++tile) {
+    for (int tile = 0; tile < TILES; ++tile) {
         const float sum0 = __shfl_sync(0xffffffffu, c[tile][2], 28 + q4);
         const float sum1 = __shfl_sync(0xffffffffu, c[tile][3], 28 + q4);
-        if (tile >= tiles) continue;
         const int m = 8 * tile + 2 * q4;
         partial[warp][g][m] = fmaf(la.offset, sum0, la.scale * c[tile][0]);
         partial[warp][g][m + 1] = fmaf(la.offset, sum1, la.scale * c[tile][1]);
@@ -545,25 +675,30 @@ __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long 
             partial[warp][g + 8][m + 1] = fmaf(lb.offset, sum1, lb.scale * c[tile][3]);
         }
     }
-    // Outliers: thread (r, j) walks the chains of row n0 + r in segments j, j + 16, ...
-    const int r = threadIdx.x >> 4, j = threadIdx.x & 15;
-    float correction[MAX_ACTIVATION_ROWS];
+    // Outliers: the 16 threads (r, j) of a half-warp take row n0 + r.
+    const int r = threadIdx.x / ROW_THREADS, j = threadIdx.x % ROW_THREADS;
+    const bool active = r < MMA_ROWS && n0 + r < t.rows;
+    float correction[MAXM];
 #pragma unroll
-    for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) correction[m] = 0.0f;
-    if (t.outliers && r < MMA_ROWS && n0 + r < t.rows)
-        chain_corrections(t, n0 + r, j, xs, x_stride, activations, BF16, correction);
+    for (int m = 0; m < MAXM; ++m) correction[m] = 0.0f;
+    if (t.outliers) {
+        asm volatile("cp.async.wait_all;\n" ::);
+        __syncthreads();
+        row_corrections<MAXM>(t, active ? n0 + r : n0, active, j, tile.starts + (active ? r : 0) * t.segments(),
+                              tile.gaps, tile.codes, xs, x_stride, activations, BF16, correction);
+    }
 #pragma unroll
-    for (int m = 0; m < MAX_ACTIVATION_ROWS; ++m) {
+    for (int m = 0; m < MAXM; ++m) {
         if (m >= activations) break;
         float v = correction[m];
-        for (int d = 8; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
+        for (int d = ROW_THREADS / 2; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
         correction[m] = v;
     }
     __syncthreads();
-    if (j < activations && r < MMA_ROWS && n0 + r < t.rows) {
+    if (j < activations && active) {
         float v = correction[0];
 #pragma unroll
-        for (int m = 1; m < MAX_ACTIVATION_ROWS; ++m)
+        for (int m = 1; m < MAXM; ++m)
             if (m == j) v = correction[m];
 #pragma unroll
         for (int w = 0; w < MMA_WARPS; ++w) v += partial[w][r][j];

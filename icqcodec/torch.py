@@ -31,15 +31,18 @@ from .linear import (
     rows_per_warp,
 )
 
-__all__ = ["IcqLinear", "decoded_tensor", "linear"]
+__all__ = ["IcqLinear", "decoded_tensor", "launch", "linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS, MMA = 4, 11  # indices in Layout.arguments
 MMA_MIN_ROWS = 2  # one row runs faster on the one-row kernel (bench/RESULTS.md)
+SYMBOL_CODES = True  # the tensor-core kernel streams its outliers' codes (else reads them in their rows)
 
 
-def _launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
+def launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
             rows_per_block: int = WARPS_PER_BLOCK) -> None:  # fmt: skip
+    """Launch one of the module's kernels on torch's current stream: the tensor's arguments, then
+    ``args``; one block per ``rows_per_block`` weight rows."""
     import cupy
 
     grid = (-(-tensor_args[ROWS] // rows_per_block),)
@@ -54,10 +57,10 @@ def _pointer(tensor: torch.Tensor | None) -> np.uint64:
 
 
 @torch.library.custom_op("icqcodec::linear", mutates_args=(), device_types="cuda")
-def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_args: list[int],
-           bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload;
-    ``tensor_args``: ``Layout.arguments``."""
+def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_codes: torch.Tensor,
+           tensor_args: list[int], bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload and its
+    layout's ``starts`` and ``symbol_codes``; ``tensor_args``: ``Layout.arguments``."""
     fused, levels, one_row = kernels()
     bf16 = np.int32(x.dtype == torch.bfloat16)
     rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
@@ -65,37 +68,39 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, tensor_
     bias = None if bias is None else bias.to(x.dtype).contiguous()
     if tensor_args[MMA] and MMA_MIN_ROWS <= x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
-        _launch(mma_kernel(tensor_args[ROWS + 2], bool(bf16)), tensor_args, payload, starts, _pointer(x),
-                np.int64(cols), np.int32(x.shape[0]), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
+        kernel = mma_kernel(tensor_args[ROWS + 2], bool(bf16), 1 if x.shape[0] <= 8 else 2)
+        launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]),
+                _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
         return y
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
         per_warp = rows_per_warp(rows)
-        _launch(one_row, tensor_args, payload, starts, _pointer(x), bf16, _pointer(bias), _pointer(y),
+        launch(one_row, tensor_args, payload, starts, _pointer(x), bf16, _pointer(bias), _pointer(y),
                 np.int32(per_warp), rows_per_block=WARPS_PER_BLOCK * per_warp)  # fmt: skip
         return y
     if x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         if x.shape[0]:
-            _launch(fused, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]), bf16,
+            launch(fused, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]), bf16,
                     _pointer(bias), _pointer(y))  # fmt: skip
         return y
     weight = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
-    _launch(levels, tensor_args, payload, starts, bf16, _pointer(weight))
+    launch(levels, tensor_args, payload, starts, bf16, _pointer(weight))
     return torch.nn.functional.linear(x, weight, bias)
 
 
 @linear.register_fake
-def _(x, payload, starts, tensor_args, bias):
+def _(x, payload, starts, symbol_codes, tensor_args, bias):
     return x.new_empty((x.shape[0], tensor_args[ROWS]))
 
 
 class IcqLinear(torch.nn.Module):
     """A linear layer whose weight is one icq tensor, kept as its payload.
 
-    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file) and ``starts`` (int64,
-    where each row segment's gap symbols start), ``bias`` if given. Resident bytes are the payload
-    plus 8 bytes per row segment.
+    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file), ``starts`` (int64,
+    where each row segment's gap symbols start) and ``symbol_codes`` (the code of each gap symbol,
+    ``bits`` bits each), ``bias`` if given. Resident bytes are the payload plus 8 bytes per row
+    segment and ``bits`` bits per gap symbol.
     """
 
     def __init__(self, layout: Layout, bias: torch.Tensor | None = None, device=None) -> None:
@@ -105,6 +110,7 @@ class IcqLinear(torch.nn.Module):
         self.tensor_args = list(layout.arguments)
         self.register_buffer("payload", torch.from_numpy(layout.payload.copy()).to(device))
         self.register_buffer("starts", torch.from_numpy(layout.starts.copy()).to(device))
+        self.register_buffer("symbol_codes", torch.from_numpy(layout.symbol_codes.copy()).to(device))
         if bias is not None and tuple(bias.shape) != (self.out_features,):
             raise ValueError(f"bias of shape {tuple(bias.shape)}, expected ({self.out_features},)")
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().to(device), requires_grad=False)
@@ -146,7 +152,7 @@ class IcqLinear(torch.nn.Module):
             raise ValueError(f"input of {x.shape[-1]} features, expected {self.in_features}")
         flat = x.reshape(-1, self.in_features)
         if x.is_cuda and x.dtype in FUSED_DTYPES:
-            y = linear(flat, self.payload, self.starts, self.tensor_args, self.bias)
+            y = linear(flat, self.payload, self.starts, self.symbol_codes, self.tensor_args, self.bias)
         else:
             bias = None if self.bias is None else self.bias.to(x.dtype)
             y = torch.nn.functional.linear(flat, self.dequantize().to(x.dtype), bias)
