@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(256) outlier_stage(TENSOR_ARGS, const void* x,
     for (int m = 0; m < MAXM; ++m) c[m] = 0.0f;
     if (CORRECT)
         row_corrections<MAXM>(t, active ? n0 + r : n0, active, j, tile.starts + (active ? r : 0) * t.segments(),
-                              tile.gaps, tile.codes, (const unsigned short*)x, activations, 1, c);
+                              tile.gaps, tile.codes, (const unsigned short*)x, x_stride, activations, 1, c);
     else
         c[0] = __uint_as_float(tile.gaps.words[j] ^ (tile.codes.words ? tile.codes.words[j] : 0u)) + tile.starts[j];
     float v = 0.0f;
@@ -81,18 +81,17 @@ def main() -> None:
             seconds = timed([lambda w=w, x=x: w(x) for w in copies])
             print(f"| {label} | {m} | {seconds * 1e6:.1f} |", flush=True)
     y = torch.empty(rows, dtype=torch.float32, device="cuda")
-    # x goes in transposed, as the tensor-core kernel's outlier pass reads it
     for label, correct, streamed in (("outlier stage, codes streamed", True, True),
                                      ("outlier stage, codes read in rows", True, False),
                                      ("staging alone", False, True)):  # fmt: skip
         for m in (1, 4, 16) if correct else (1,):
-            x = torch.randn(cols, m, dtype=torch.bfloat16, device="cuda")
+            x = torch.randn(m, cols, dtype=torch.bfloat16, device="cuda")
             kernel = stage_kernel(8 if m <= 8 else 16, correct)
 
             def call(w, x=x, kernel=kernel, streamed=streamed):
                 codes = np.uint64(w.symbol_codes.data_ptr() if streamed else 0)
                 launch(kernel, w.tensor_args, w.payload, w.starts, np.uint64(x.data_ptr()), np.int64(cols),
-                       np.int32(x.shape[1]), codes, np.uint64(y.data_ptr()), rows_per_block=MMA_ROWS)  # fmt: skip
+                       np.int32(x.shape[0]), codes, np.uint64(y.data_ptr()), rows_per_block=MMA_ROWS)  # fmt: skip
 
             seconds = timed([lambda w=w: call(w) for w in layers["whole kernel"]])
             print(f"| {label} | {m} | {seconds * 1e6:.1f} |", flush=True)

@@ -456,13 +456,12 @@ __device__ __forceinline__ Staged stage(const unsigned* words, long long begin, 
 // a scan of the advances over the half-warp that restarts at every chain (a row segment, spec
 // section 8); each adds its corrections to c[m] in symbol order. `codes`: the symbols' codes in
 // chain order (0 for escapes), or null to read them from the rows' codes; `st`: the row's segment
-// starts (t.starts from row n on, or their copy in shared memory); `xc`: the activations column by
-// column (x transposed), so that an outlier's `activations` values share their sectors. Every lane
-// of the warp calls it; `active` is false for a row past the tile.
+// starts (t.starts from row n on, or their copy in shared memory). Every lane of the warp calls it;
+// `active` is false for a row past the tile.
 template <int MAXM>
 __device__ __forceinline__ void row_corrections(const Tensor& t, int n, bool active, int j, const long long* st,
-                                                Staged gaps, Staged codes, const unsigned short* xc, int activations,
-                                                int bf16, float* c) {
+                                                Staged gaps, Staged codes, const unsigned short* x,
+                                                long long x_stride, int activations, int bf16, float* c) {
     const int segments = t.segments();
     const long long first = st[0], count = active ? st[segments] - first : 0;
     const long long a = first + count * j / ROW_THREADS, b = first + count * (j + 1) / ROW_THREADS;
@@ -549,7 +548,7 @@ __device__ __forceinline__ void row_corrections(const Tensor& t, int n, bool act
             float xm[OUTLIER_BATCH];
 #pragma unroll
             for (int k = 0; k < OUTLIER_BATCH; ++k)
-                xm[k] = column[k] < 0 ? 0.0f : from_bits(xc[(long long)max(column[k], 0) * activations + m], bf16);
+                xm[k] = column[k] < 0 ? 0.0f : from_bits(x[m * x_stride + max(column[k], 0)], bf16);
 #pragma unroll
             for (int k = 0; k < OUTLIER_BATCH; ++k) c[m] = fmaf(xm[k], difference[k], c[m]);
         }
@@ -563,7 +562,7 @@ struct Depth {
     static constexpr int steps = BITS <= 2 ? 8 : BITS <= 4 ? 4 : 2;
 };
 
-#define GAP_STAGE_WORDS 6144
+#define GAP_STAGE_WORDS 4096
 #define CODE_STAGE_WORDS 2048
 #define START_STAGE 512
 
@@ -604,8 +603,7 @@ __device__ __forceinline__ TileOutliers stage_outliers(const Tensor& t, int n0, 
 
 template <int BITS, int BF16, int TILES>
 __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
-                                               const void* x_columns, const unsigned* symbol_codes, const void* bias,
-                                               void* y) {
+                                               const unsigned* symbol_codes, const void* bias, void* y) {
     constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS>::steps;
     const Tensor t = TENSOR;
     __shared__ float partial[MMA_WARPS][16][MAXM];
@@ -687,7 +685,7 @@ __global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long 
         asm volatile("cp.async.wait_all;\n" ::);
         __syncthreads();
         row_corrections<MAXM>(t, active ? n0 + r : n0, active, j, tile.starts + (active ? r : 0) * t.segments(),
-                              tile.gaps, tile.codes, (const unsigned short*)x_columns, activations, BF16, correction);
+                              tile.gaps, tile.codes, xs, x_stride, activations, BF16, correction);
     }
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) {

@@ -69,9 +69,8 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_
     if tensor_args[MMA] and MMA_MIN_ROWS <= x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         kernel = mma_kernel(tensor_args[ROWS + 2], bool(bf16), 1 if x.shape[0] <= 8 else 2)
-        columns = x if x.shape[0] == 1 else x.t().contiguous()  # an outlier's activations side by side
-        launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]), _pointer(columns),
-               _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
+        launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]),
+                _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
         return y
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
