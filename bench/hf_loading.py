@@ -13,6 +13,9 @@ and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
                                                  ``from_pretrained`` time against the original's directory
                                                  (warm page cache: one load of each first, then the
                                                  median of 3, or --loads, loads of each, interleaved)
+    python bench/hf_loading.py loads DIR [--device cuda] [--loads N]
+                                                 the ``from_pretrained`` times alone, DIR/icq against
+                                                 DIR/original (as in ``check``)
     python bench/hf_loading.py llama8b DIR --device cuda [--scale 1]
                                                  a Llama-3-8B-shaped model with random weights: load time
                                                  of its 2-bit directory against its bfloat16 one
@@ -107,13 +110,14 @@ LOADS = 3  # timed loads per directory (--loads)
 
 def load_seconds(paths: list[Path], device: str, dtype: str = "bfloat16", loads: int = LOADS) -> list[float]:
     """Median ``from_pretrained`` seconds of each directory, their loads interleaved (so that the
-    machine's drift falls on both), after one load of each (page cache and kernel cache warm)."""
-    gc.collect()
+    machine's drift falls on both), after one load of each (page cache and kernel cache warm). The
+    garbage of the load before is collected before each, untimed: it is not this load's cost."""
     for path in paths:
         load(path, device, dtype)
     times: list[list[float]] = [[] for _ in paths]
     for _ in range(loads):
         for path, taken in zip(paths, times, strict=True):
+            gc.collect()
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -258,7 +262,7 @@ def llama8b(folder: Path, device: str, scale: int = 1) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "check", "llama8b"])
+    parser.add_argument("step", choices=["prepare", "check", "loads", "llama8b"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
@@ -274,6 +278,10 @@ def main() -> None:
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.step == "prepare":
         prepare(args.folder, args.dtype, args.bits)
+        return
+    if args.step == "loads":
+        icq, plain = load_seconds([args.folder / "icq", args.folder / "original"], args.device, args.dtype, args.loads)
+        print(json.dumps({"load_seconds_icq": icq, "load_seconds_plain": plain, "icq_over_plain": icq / plain}))
         return
     result = (
         check(args.folder, args.device, args.dtype)

@@ -62,11 +62,22 @@ class IcqModelLinear(torch.nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool, tensor_name: str) -> None:
         super().__init__()
-        # A parameter that never trains rather than a buffer: transformers walks the buffers three
-        # times a load, each time asking for every buffer's module by name.
-        self.register_parameter(WEIGHT, torch.nn.Parameter(torch.empty(0, dtype=torch.uint8), requires_grad=False))
         self.register_parameter("bias", torch.nn.Parameter(torch.empty(out_features, device="meta"), requires_grad=False)
                                 if bias else None)  # fmt: skip
+        self._become(in_features, out_features, tensor_name)
+
+    @classmethod
+    def in_place_of(cls, linear: torch.nn.Linear, tensor_name: str) -> IcqModelLinear:
+        """The model's own ``linear`` made this layer, its bias kept: building a new module for
+        each layer (``Module.__init__``) took a tenth of a small model's load."""
+        linear.__class__ = cls
+        linear._become(linear.in_features, linear.out_features, tensor_name)
+        return linear
+
+    def _become(self, in_features: int, out_features: int, tensor_name: str) -> None:
+        # A parameter that never trains rather than a buffer: transformers walks the buffers three
+        # times a load, each time asking for every buffer's module by name.
+        self._parameters[WEIGHT] = torch.nn.Parameter(torch.empty(0, dtype=torch.uint8), requires_grad=False)
         # Straight into the instance dict: Module.__setattr__ looks every name up in its parameter,
         # buffer and module tables, a cost that hundreds of layers show in the load time.
         vars(self).update(in_features=in_features, out_features=out_features, tensor_name=tensor_name,
@@ -170,10 +181,7 @@ class IcqHfQuantizer(HfQuantizer):
             if not isinstance(module, torch.nn.Linear):
                 raise InputError(f"tensor {name!r} is ICQ-coded but {path!r} is a {type(module).__name__}, not a "
                                  "linear layer: only linear layers load from ICQ tensors")  # fmt: skip
-            parent, _, child = path.rpartition(".")
-            # its tensors are empty until the checkpoint's replace them: no meta device needed
-            replacement = IcqModelLinear(module.in_features, module.out_features, module.bias is not None, name)
-            setattr(modules[parent], child, replacement)
+            IcqModelLinear.in_place_of(module, name)
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
