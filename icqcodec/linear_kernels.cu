@@ -317,8 +317,10 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
 // form a pair is fixed by where the codes sit in their word, and the activations are permuted into
 // the same pairs (one byte permute a register) instead of the codes being moved. The mma's
 // float32 sums give each row's sum(x v(q)), and the level offset + scale v(q) is applied after
-// (spec section 7). The outliers are then walked by the block's threads, 16 per row, one chain (a
-// row segment) at a time, in a fixed order, so every call gives the same bits.
+// (spec section 7). A warp has the codes of several steps in flight (Depth). The outliers are then
+// walked by the block's threads, 16 per row (row_corrections), from the tile's segment starts, gap
+// symbols and outlier codes copied to shared memory while the inliers run, and summed in a fixed
+// order, so every call gives the same bits.
 #define MMA_ROWS 15
 #define MMA_WARPS 8
 
