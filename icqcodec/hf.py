@@ -9,8 +9,9 @@ writes it back byte for byte. ``model.dequantize()`` gives a plain float model w
 
 On CUDA, with CuPy, float16 and bfloat16 activations run through the fused kernels of
 :mod:`icqcodec.torch` from the payload (nothing more than the payload, 8 bytes per row segment and
-the gap symbols' codes stays on the GPU). Elsewhere (the CPU, other dtypes) the first call decodes the weight and the
-layer keeps it in the activations' dtype: memory as the float model's layer, plus the payload.
+the gap symbols' codes stays on the GPU). Elsewhere (the CPU, other dtypes) the first call decodes
+the weight and the layer keeps it in the activations' dtype: memory as the float model's layer,
+plus the payload.
 """
 
 from __future__ import annotations

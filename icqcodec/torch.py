@@ -40,7 +40,7 @@ SYMBOL_CODES = True  # the tensor-core kernel streams its outliers' codes (else 
 
 
 def launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
-            rows_per_block: int = WARPS_PER_BLOCK) -> None:  # fmt: skip
+           rows_per_block: int = WARPS_PER_BLOCK) -> None:  # fmt: skip
     """Launch one of the module's kernels on torch's current stream: the tensor's arguments, then
     ``args``; one block per ``rows_per_block`` weight rows."""
     import cupy
@@ -70,19 +70,19 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         kernel = mma_kernel(tensor_args[ROWS + 2], bool(bf16), 1 if x.shape[0] <= 8 else 2)
         launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]),
-                _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
+               _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
         return y
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
         per_warp = rows_per_warp(rows)
         launch(one_row, tensor_args, payload, starts, _pointer(x), bf16, _pointer(bias), _pointer(y),
-                np.int32(per_warp), rows_per_block=WARPS_PER_BLOCK * per_warp)  # fmt: skip
+               np.int32(per_warp), rows_per_block=WARPS_PER_BLOCK * per_warp)  # fmt: skip
         return y
     if x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         if x.shape[0]:
             launch(fused, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]), bf16,
-                    _pointer(bias), _pointer(y))  # fmt: skip
+                   _pointer(bias), _pointer(y))  # fmt: skip
         return y
     weight = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
     launch(levels, tensor_args, payload, starts, bf16, _pointer(weight))
