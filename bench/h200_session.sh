@@ -4,7 +4,9 @@
 #                                        (gemv, all shapes, beside cuBLAS and int4pack, with the kernel's variants)
 #   bash bench/h200_session.sh tests     the GPU tests (every backend, cupy included) and the
 #                                        conformance vectors on the cupy decoder
-#   bash bench/h200_session.sh full      both
+#   bash bench/h200_session.sh e2e       the Llama-3-8B-shaped model end to end (bench/llama_e2e.py; its
+#                                        results also in $OUT/e2e.json, model by model)
+#   bash bench/h200_session.sh full      kernels and tests
 # Logs go to $OUT/session.log when $OUT is set. Carry the crc32c wheel for Python 3.12 in .whl/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,9 @@ if [ "$mode" = kernels ] || [ "$mode" = full ]; then
   step python3 bench/linear_check.py --cases 50 --max-cols 4096
   step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_linear.py
   step python3 bench/gemv.py --bits ${GEMV_BITS:-2 3 4} --rows 1 4 16 --int4pack --variants
+fi
+if [ "$mode" = e2e ]; then
+  step python3 bench/llama_e2e.py --bits 2 4 --out "$out/e2e.json"
 fi
 if [ "$mode" = tests ] || [ "$mode" = full ]; then
   step python3 -m pytest -q -p no:cacheprovider tests/test_column_slices.py tests/test_sub_records.py \
