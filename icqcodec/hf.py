@@ -68,12 +68,12 @@ class IcqModelLinear(torch.nn.Module):
         self._become(in_features, out_features, tensor_name)
 
     @classmethod
-    def in_place_of(cls, linear: torch.nn.Linear, tensor_name: str) -> IcqModelLinear:
-        """The model's own ``linear`` made this layer, its bias kept: building a new module for
-        each layer (``Module.__init__``) took a tenth of a small model's load."""
-        linear.__class__ = cls
-        linear._become(linear.in_features, linear.out_features, tensor_name)
-        return linear
+    def in_place_of(cls, module: torch.nn.Linear, tensor_name: str) -> IcqModelLinear:
+        """The model's own linear ``module`` made this layer, its bias kept: building a new module
+        for each layer (``Module.__init__``) took a tenth of a small model's load."""
+        module.__class__ = cls
+        module._become(module.in_features, module.out_features, tensor_name)
+        return module
 
     def _become(self, in_features: int, out_features: int, tensor_name: str) -> None:
         # A parameter that never trains rather than a buffer: transformers walks the buffers three
