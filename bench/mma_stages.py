@@ -4,10 +4,13 @@ For one shape (default 28672x8192, 2 bits, Student-t(4) weights, 5% outliers) an
 of bfloat16 activations: the whole kernel (``torch.ops.icqcodec.linear`` with the tensor-core kernel
 from one row on); the inliers alone (the same weights encoded without outliers); and a kernel made
 of the module's own outlier stage (``stage_outliers`` and ``row_corrections``) with no inlier pass,
-with the outliers' codes streamed and read in their rows, and staging alone. Times as in
-``bench/gemv.py`` (CUDA graph replays over copies that leave the L2).
+with the outliers' codes streamed and read in their rows, and staging alone; then the whole kernel
+compiled with other values of its tunables (``--variant OUTLIER_BATCH=4,MMA_MIN_BLOCKS=3``: ``-D``
+options), each with its largest difference from the kernel as built (relative to the output's
+largest value: 0 where only the speed may change). Times as in ``bench/gemv.py`` (CUDA graph
+replays over copies that leave the L2).
 
-    python bench/mma_stages.py [--shape 28672x8192] [--bits 2]
+    python bench/mma_stages.py [--shape 28672x8192] [--bits 2] [--variant NAME=VALUE[,NAME=VALUE] ...]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from gemv import CACHE_BYTES, copy_of, timed  # noqa: E402
 
 import icqcodec.torch  # noqa: E402
 from icqcodec.linear import MMA_ROWS, kernel_source  # noqa: E402
-from icqcodec.torch import IcqLinear, launch  # noqa: E402
+from icqcodec.torch import IcqLinear, launch, mma_linear  # noqa: E402
 
 STAGES = r"""
 template <int MAXM, int CORRECT>
@@ -64,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="28672x8192")
     parser.add_argument("--bits", type=int, default=2)
+    parser.add_argument("--variant", nargs="*", default=[], help="tunables, NAME=VALUE[,NAME=VALUE]")
     args = parser.parse_args()
     rows, cols = (int(v) for v in args.shape.split("x"))
     rng = np.random.default_rng(0)
@@ -95,6 +99,19 @@ def main() -> None:
 
             seconds = timed([lambda w=w: call(w) for w in layers["whole kernel"]])
             print(f"| {label} | {m} | {seconds * 1e6:.1f} |", flush=True)
+    for variant in args.variant:
+        options = tuple(f"-D{define}" for define in variant.split(","))
+        for m in (1, 4, 16):
+            x = torch.randn(m, cols, dtype=torch.bfloat16, device="cuda")
+
+            def run(w, x=x, options=options):
+                return mma_linear(x, w.payload, w.starts, w.symbol_codes, w.tensor_args, None, options)
+
+            layer = layers["whole kernel"][0]
+            built = mma_linear(x, layer.payload, layer.starts, layer.symbol_codes, layer.tensor_args, None).float()
+            difference = ((run(layer).float() - built).abs().max() / built.abs().max()).item()
+            seconds = timed([lambda w=w: run(w) for w in layers["whole kernel"]])
+            print(f"| whole kernel, {variant} | {m} | {seconds * 1e6:.1f} | difference {difference:.2e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -155,13 +155,14 @@ def kernel_source() -> str:
 
 
 @functools.cache
-def mma_kernel(bits: int, bf16: bool, tiles: int):
+def mma_kernel(bits: int, bf16: bool, tiles: int, options: tuple[str, ...] = ()):
     """The tensor-core kernel for ``bits``-bit codes, bfloat16 (else float16) activations and up to
-    8 (``tiles`` 1) or 16 (2) rows of them, compiled on first use (one instantiation of the template)."""
+    8 (``tiles`` 1) or 16 (2) rows of them, compiled on first use (one instantiation of the template);
+    ``options``: more compiler options."""
     import cupy
 
     name = f"icq_mma<{bits}, {int(bf16)}, {tiles}>"
-    module = cupy.RawModule(code=kernel_source(), options=("-std=c++17",), name_expressions=(name,))
+    module = cupy.RawModule(code=kernel_source(), options=("-std=c++17", *options), name_expressions=(name,))
     return module.get_function(name)
 
 

@@ -450,7 +450,16 @@ __device__ __forceinline__ Staged stage(const unsigned* words, long long begin, 
     return {store, w0 << 5};
 }
 
-#define OUTLIER_BATCH 8
+// The tensor-core kernel's tunables, each defined here unless the compiler's options define it
+// (bench/mma_stages.py --variant NAME=VALUE times other values).
+#ifndef OUTLIER_BATCH
+#define OUTLIER_BATCH 8  // outliers whose loads the walk has in flight together
+#endif
+#ifdef MMA_MIN_BLOCKS  // blocks a multiprocessor the registers are budgeted for
+#define MMA_LAUNCH_BOUNDS __launch_bounds__(256, MMA_MIN_BLOCKS)
+#else
+#define MMA_LAUNCH_BOUNDS __launch_bounds__(256)
+#endif
 #define ROW_THREADS 16
 
 // Row n's outlier corrections x[m, column] (outlier level - inlier level), by the 16 threads of a
@@ -561,7 +570,11 @@ __device__ __forceinline__ void row_corrections(const Tensor& t, int n, bool act
 // memory latency, so as many as the registers allow.
 template <int BITS>
 struct Depth {
+#ifdef MMA_DEPTH
+    static constexpr int steps = MMA_DEPTH;
+#else
     static constexpr int steps = BITS <= 2 ? 8 : BITS <= 4 ? 4 : 2;
+#endif
 };
 
 #define GAP_STAGE_WORDS 4096
@@ -604,7 +617,7 @@ __device__ __forceinline__ TileOutliers stage_outliers(const Tensor& t, int n0, 
 }
 
 template <int BITS, int BF16, int TILES>
-__global__ void __launch_bounds__(256) icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
+__global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
                                                const unsigned* symbol_codes, const void* bias, void* y) {
     constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS>::steps;
     const Tensor t = TENSOR;

@@ -31,7 +31,7 @@ from .linear import (
     rows_per_warp,
 )
 
-__all__ = ["IcqLinear", "decoded_tensor", "launch", "linear"]
+__all__ = ["IcqLinear", "decoded_tensor", "launch", "linear", "mma_linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS, MMA = 4, 11  # indices in Layout.arguments
@@ -67,11 +67,7 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_
     x = x.contiguous()
     bias = None if bias is None else bias.to(x.dtype).contiguous()
     if tensor_args[MMA] and MMA_MIN_ROWS <= x.shape[0] <= MAX_FUSED_ROWS:
-        y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
-        kernel = mma_kernel(tensor_args[ROWS + 2], bool(bf16), 1 if x.shape[0] <= 8 else 2)
-        launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]),
-               _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
-        return y
+        return mma_linear(x, payload, starts, symbol_codes, tensor_args, bias)
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
         per_warp = rows_per_warp(rows)
@@ -87,6 +83,17 @@ def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_
     weight = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
     launch(levels, tensor_args, payload, starts, bf16, _pointer(weight))
     return torch.nn.functional.linear(x, weight, bias)
+
+
+def mma_linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_codes: torch.Tensor,
+               tensor_args: list[int], bias: torch.Tensor | None, options: tuple[str, ...] = ()) -> torch.Tensor:  # fmt: skip
+    """``linear`` by the tensor-core kernel, for 1-16 rows of contiguous ``x`` (``bias`` in its
+    dtype); ``options``: more compiler options (``-D`` values of the kernel's tunables)."""
+    y = torch.empty((x.shape[0], tensor_args[ROWS]), dtype=x.dtype, device=x.device)
+    kernel = mma_kernel(tensor_args[ROWS + 2], x.dtype == torch.bfloat16, 1 if x.shape[0] <= 8 else 2, options)
+    launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(tensor_args[ROWS + 1]), np.int32(x.shape[0]),
+           _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
+    return y
 
 
 @linear.register_fake
