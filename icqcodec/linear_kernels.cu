@@ -436,8 +436,14 @@ struct Staged {
     long long first_bit;
 };
 
-__device__ __forceinline__ void copy_async(unsigned* to, const unsigned* from) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)), "l"(from));
+// An asynchronous copy of one 4- or 8-byte value from global to shared memory.
+template <typename T>
+__device__ __forceinline__ void copy_async(T* to, const T* from) {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "cp.async copies 4, 8 or 16 bytes");
+    if (sizeof(T) == 4)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)), "l"(from));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)), "l"(from));
 }
 
 // Starts copying the words that hold stream bits [begin, end) of `words` to `store` (room for
@@ -602,10 +608,7 @@ __device__ __forceinline__ TileOutliers stage_outliers(const Tensor& t, int n0, 
     const int entries = min(MMA_ROWS, t.rows - n0) * segments + 1;
     TileOutliers tile = {starts, {nullptr, 0}, {nullptr, 0}};
     if (entries <= START_STAGE) {
-        for (int i = threadIdx.x; i < entries; i += blockDim.x) {
-            asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(
-                             (unsigned)__cvta_generic_to_shared(store.starts + i)), "l"(starts + i));
-        }
+        for (int i = threadIdx.x; i < entries; i += blockDim.x) copy_async(store.starts + i, starts + i);
         tile.starts = store.starts;
     }
     const long long begin = starts[0], end = starts[entries - 1];
