@@ -91,19 +91,21 @@ def layout_of(header: Header, record: TensorRecord, read_at, *, backend: str = "
     if not p.outliers:
         return layout
     segments = -(-record.cols // p.segment)
-    words = _words(read_at, start, tensor_layout(record, header.chunk_log2).sections["counts"])
+    sections = tensor_layout(record, header.chunk_log2).sections
+    words = _words(read_at, start, sections["counts"])
     starts, _ = segment_starts(words, record.rows * segments, p.count_bits, p.total_symbols)
-    return dataclasses.replace(layout, starts=starts, symbol_codes=_symbol_codes(record, header.chunk_log2, read_at,
-                                                                                 start, starts))  # fmt: skip
+    symbol_codes = _symbol_codes(record, sections, read_at, start, starts)
+    return dataclasses.replace(layout, starts=starts, symbol_codes=symbol_codes)
 
 
 def _words(read_at, start: int, section: tuple[int, int]) -> np.ndarray:
     return np.frombuffer(bytes(read_at(start + section[0], section[1])), dtype="<u4").astype(np.uint32)
 
 
-def _symbol_codes(record: TensorRecord, chunk_log2: int, read_at, start: int, starts: np.ndarray) -> np.ndarray:
+def _symbol_codes(record: TensorRecord, sections: dict[str, tuple[int, int]], read_at, start: int,
+                  starts: np.ndarray) -> np.ndarray:  # fmt: skip
     """The code of every gap symbol, in chain order, packed ``bits`` bits each (0 for an escape)."""
-    p, sections = record.params, tensor_layout(record, chunk_log2).sections
+    p = record.params
     segments = -(-record.cols // p.segment)
     codes = _codes_of_symbols(_words(read_at, start, sections["codes"]), packed_size(record.cols, p.bits) // 4,
                               _words(read_at, start, sections["gaps"]), starts, record.rows, segments, record.cols,
