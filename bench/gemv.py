@@ -4,10 +4,12 @@ For each shape (out x in), code width (2, 3, 4 bits, uniform, 5% outliers, Stude
 default encoder) and rows of activations (1, 4, 16, bfloat16): the median time per call over CUDA
 graph replays, each replay cycling through enough copies of the weight to leave the L2 cache, and
 the weight bytes read per second (payload bytes / time) against a device-to-device copy measured
-in the same run. cuBLAS runs ``F.linear`` on a bfloat16 weight the same way, and with ``--int4pack``
-PyTorch's int4 kernel (``torch._weight_int4pack_mm``, groups of 128; bytes: codes and scales).
+in the same run. cuBLAS runs ``F.linear`` on a bfloat16 weight the same way, with ``--int4pack``
+PyTorch's int4 kernel (``torch._weight_int4pack_mm``, groups of 128; bytes: codes and scales), and
+with ``--nf4`` bitsandbytes' NF4 (``bitsandbytes.matmul_4bit``, blocks of 64, float32 absmax;
+bytes: codes and absmax; carry its wheel to the GPU machine and install it with ``--no-deps``).
 
-    python bench/gemv.py [--shapes 4096x4096 ...] [--bits 2 3 4] [--rows 1 4 16] [--int4pack]
+    python bench/gemv.py [--shapes 4096x4096 ...] [--bits 2 3 4] [--rows 1 4 16] [--int4pack] [--nf4]
 """
 
 from __future__ import annotations
@@ -87,6 +89,21 @@ def int4pack(out_features: int, in_features: int):
         scales.numel() * 2  # fmt: skip
 
 
+def nf4(out_features: int, in_features: int):
+    """bitsandbytes' NF4 (blocks of 64) of a Student-t-like weight; returns (matmul of x, bytes it
+    reads)."""
+    import bitsandbytes
+    import bitsandbytes.functional
+
+    weight = (torch.randn(out_features, in_features, device="cuda") * 0.02).to(torch.bfloat16)
+    packed, state = bitsandbytes.functional.quantize_4bit(weight, quant_type="nf4")
+    return (lambda x: bitsandbytes.matmul_4bit(x, packed.t(), quant_state=state)), packed.numel() + \
+        state.absmax.numel() * state.absmax.element_size()  # fmt: skip
+
+
+BASELINES = {"int4pack": int4pack, "nf4": nf4}  # the other kernels timed, by their label's key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
@@ -95,6 +112,7 @@ def main() -> None:
     parser.add_argument("--rows-per-warp", type=int, help="weight rows per warp of the one-row kernel (1-4)")
     parser.add_argument("--outlier-ratio", type=float, default=0.05)
     parser.add_argument("--int4pack", action="store_true", help="also PyTorch's int4 kernel, groups of 128")
+    parser.add_argument("--nf4", action="store_true", help="also bitsandbytes' NF4, blocks of 64")
     parser.add_argument("--mma-min-rows", type=int, help="fewest rows of activations the tensor-core kernel takes")
     parser.add_argument("--cuda-cores", action="store_true",
                         help="also the CUDA-core kernels the tensor-core kernel replaced, on the same weights")  # fmt: skip
@@ -129,16 +147,18 @@ def main() -> None:
                 layers[f"icq {bits}-bit, CUDA cores"] = legacy
         if args.int4pack:
             layers["int4pack g128 (torch)"] = "int4pack"
+        if args.nf4:
+            layers["NF4 b64 (bitsandbytes)"] = "nf4"
         for label, layer in layers.items():
-            if layer == "int4pack":
-                size = int4pack(out_features, in_features)[1]
+            if isinstance(layer, str) and layer in BASELINES:
+                size = BASELINES[layer](out_features, in_features)[1]
             else:
                 size = dense.numel() * 2 if layer is None else layer.payload.numel()
             copies = max(1, -(-CACHE_BYTES // size))
             if layer is None:
                 weights = [dense] + [dense.clone() for _ in range(copies - 1)]
-            elif layer == "int4pack":
-                weights = [int4pack(out_features, in_features)[0] for _ in range(copies)]
+            elif isinstance(layer, str):
+                weights = [BASELINES[layer](out_features, in_features)[0] for _ in range(copies)]
             else:
                 weights = [layer] + [copy_of(layer) for _ in range(copies - 1)]
             for rows in args.rows:

@@ -7,10 +7,15 @@
 #   bash bench/h200_session.sh e2e       the Llama-3-8B-shaped model end to end (bench/llama_e2e.py; its
 #                                        results also in $OUT/e2e.json, model by model)
 #   bash bench/h200_session.sh full      kernels and tests
-# Logs go to $OUT/session.log when $OUT is set. Carry the crc32c wheel for Python 3.12 in .whl/.
+# Logs go to $OUT/session.log when $OUT is set. Carry the crc32c wheel for Python 3.12 in .whl/, and
+# bitsandbytes' wheel there for its NF4 beside the kernels (about 43 MB: carry the two files alone).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 pip install -q --no-deps --target /tmp/site .whl/crc32c-*.whl 2>/dev/null
+nf4=()
+if ls .whl/bitsandbytes-*.whl >/dev/null 2>&1; then
+  pip install -q --no-deps --target /tmp/site .whl/bitsandbytes-*.whl 2>/dev/null && nf4=(--nf4)
+fi
 export PYTHONPATH=/tmp/site:$PWD
 out=${OUT:-/tmp}
 mode=${1:-full}
@@ -19,7 +24,7 @@ step() { echo "== $*"; "$@" 2>&1 | tee -a "$out/session.log" | tail -n 130; }
 if [ "$mode" = kernels ] || [ "$mode" = full ]; then
   step python3 bench/linear_check.py --cases 50 --max-cols 4096
   step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_linear.py
-  step python3 bench/gemv.py --bits ${GEMV_BITS:-2 3 4} --rows 1 4 16 --int4pack --variants
+  step python3 bench/gemv.py --bits ${GEMV_BITS:-2 3 4} --rows 1 4 16 --int4pack "${nf4[@]}" --variants
 fi
 if [ "$mode" = e2e ]; then
   step python3 bench/llama_e2e.py --bits 2 4 --out "$out/e2e.json"
