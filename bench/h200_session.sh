@@ -4,6 +4,8 @@
 #                                        (gemv, all shapes, beside cuBLAS and int4pack, with the kernel's variants)
 #   bash bench/h200_session.sh tests     the GPU tests (every backend, cupy included) and the
 #                                        conformance vectors on the cupy decoder
+#   bash bench/h200_session.sh stages    the tensor-core kernel's stages timed apart and its tunables swept
+#                                        (bench/mma_stages.py on the two largest shapes)
 #   bash bench/h200_session.sh e2e       the Llama-3-8B-shaped model end to end (bench/llama_e2e.py; its
 #                                        results also in $OUT/e2e.json, model by model)
 #   bash bench/h200_session.sh full      kernels and tests
@@ -25,6 +27,11 @@ if [ "$mode" = kernels ] || [ "$mode" = full ]; then
   step python3 bench/linear_check.py --cases 50 --max-cols 4096
   step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_linear.py
   step python3 bench/gemv.py --bits ${GEMV_BITS:-2 3 4} --rows 1 4 16 --int4pack "${nf4[@]}" --variants
+fi
+if [ "$mode" = stages ]; then
+  variants=(MMA_MIN_BLOCKS=2 MMA_MIN_BLOCKS=3 MMA_DEPTH=2 MMA_DEPTH=4 OUTLIER_BATCH=4 OUTLIER_BATCH=16)
+  step python3 bench/mma_stages.py --variant "${variants[@]}"
+  step python3 bench/mma_stages.py --shape 8192x28672 --variant "${variants[@]}"
 fi
 if [ "$mode" = e2e ]; then
   step python3 bench/llama_e2e.py --bits 2 4 --out "$out/e2e.json"
