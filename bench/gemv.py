@@ -150,7 +150,7 @@ def main() -> None:
         if args.nf4:
             layers["NF4 b64 (bitsandbytes)"] = "nf4"
         for label, layer in layers.items():
-            if isinstance(layer, str) and layer in BASELINES:
+            if isinstance(layer, str):
                 size = BASELINES[layer](out_features, in_features)[1]
             else:
                 size = dense.numel() * 2 if layer is None else layer.payload.numel()

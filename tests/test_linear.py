@@ -4,7 +4,7 @@ codes, against the plain-Python index coding of spec section 8."""
 import numpy as np
 import pytest
 
-from icqcodec.bitstream import unpack
+from icqcodec.bitstream import packed_size, unpack
 from icqcodec.container import tensor_layout
 from icqcodec.encode import EncodeOptions, assemble, encode_tensor
 from icqcodec.index_coding import decode_segment, escape_value
@@ -19,7 +19,7 @@ def expected_symbol_codes(layout) -> np.ndarray:
     record, p = layout.record, layout.record.params
     sections = tensor_layout(record, layout.chunk_log2).sections
     section = lambda name: layout.payload[sections[name][0] : sum(sections[name])].tobytes()  # noqa: E731
-    stride = -(-record.cols * p.bits // 32) * 4  # each row in whole words (spec section 5)
+    stride = packed_size(record.cols, p.bits)  # each row in whole words (spec section 5)
     codes = [unpack(section("codes")[r * stride : (r + 1) * stride], record.cols, p.bits) for r in range(record.rows)]
     symbols = unpack(section("gaps"), p.total_symbols, p.gap_bits)
     segments = -(-record.cols // p.segment)
