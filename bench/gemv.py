@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--cuda-cores", action="store_true",
                         help="also the CUDA-core kernels the tensor-core kernel replaced, on the same weights")  # fmt: skip
     parser.add_argument("--variants", action="store_true",
-                        help="also the tensor-core kernel at one row, and reading its outliers' codes in their rows")  # fmt: skip
+                        help="also the one-row CUDA-core kernel at one row, on the same weights")  # fmt: skip
     args = parser.parse_args()
     if args.mma_min_rows:
         icqcodec.torch.MMA_MIN_ROWS = args.mma_min_rows
@@ -138,9 +138,8 @@ def main() -> None:
             layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, outlier_ratio=args.outlier_ratio,
                                                              dtype="bfloat16", device="cuda")  # fmt: skip
             if args.variants:
-                for label, change in ((f"icq {bits}-bit, tensor cores from 1 row", {"MMA_MIN_ROWS": 1}),
-                                      (f"icq {bits}-bit, outliers' codes read in rows", {"SYMBOL_CODES": False})):  # fmt: skip
-                    layers[label], settings[label] = layers[f"icq {bits}-bit"], change
+                label = f"icq {bits}-bit, CUDA cores at 1 row"
+                layers[label], settings[label] = layers[f"icq {bits}-bit"], {"MMA_MIN_ROWS": 2}
             if args.cuda_cores:
                 legacy = IcqLinear(layers[f"icq {bits}-bit"].layout, device="cuda")
                 legacy.tensor_args[MMA] = 0
@@ -162,7 +161,7 @@ def main() -> None:
             else:
                 weights = [layer] + [copy_of(layer) for _ in range(copies - 1)]
             for rows in args.rows:
-                if settings.get(label, {}).get("MMA_MIN_ROWS", 0) == 1 and rows > 1:
+                if "MMA_MIN_ROWS" in settings.get(label, {}) and rows > 1:
                     continue  # the same kernel as the default from 2 rows on
                 x = torch.randn(rows, in_features, dtype=torch.bfloat16, device="cuda")
                 if layer is None:

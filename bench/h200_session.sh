@@ -24,14 +24,14 @@ mode=${1:-full}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 step() { echo "== $*"; "$@" 2>&1 | tee -a "$out/session.log" | tail -n 130; }
 if [ "$mode" = kernels ] || [ "$mode" = full ]; then
-  step python3 bench/linear_check.py --cases 50 --max-cols 4096
-  step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_linear.py
+  step python3 bench/linear_check.py --cases ${CHECK_CASES:-50} --max-cols 4096
+  step python3 -m pytest -q -p no:cacheprovider tests/test_torch.py tests/test_linear.py tests/test_hf.py
   step python3 bench/gemv.py --bits ${GEMV_BITS:-2 3 4} --rows 1 4 16 --int4pack "${nf4[@]}" --variants
 fi
 if [ "$mode" = stages ]; then
-  variants=(MMA_MIN_BLOCKS=2 MMA_MIN_BLOCKS=3 MMA_DEPTH=2 MMA_DEPTH=4 OUTLIER_BATCH=4 OUTLIER_BATCH=16)
-  step python3 bench/mma_stages.py --variant "${variants[@]}"
-  step python3 bench/mma_stages.py --shape 8192x28672 --variant "${variants[@]}"
+  variants=(MMA_MIN_BLOCKS=3 MMA_DEPTH=2 MMA_DEPTH=4)
+  step python3 bench/mma_stages.py --variant "${variants[@]}" --splits
+  step python3 bench/mma_stages.py --shape 8192x28672 --variant "${variants[@]}" --splits
 fi
 if [ "$mode" = e2e ]; then
   step python3 bench/llama_e2e.py --bits 2 4 --out "$out/e2e.json"

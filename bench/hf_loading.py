@@ -166,7 +166,7 @@ def check(folder: Path, device: str, dtype: str, loads: int = LOADS) -> dict:
     resident = sum(
         t.numel() * t.element_size()
         for m in linears
-        for t in (*m.parameters(), *m.buffers(), *(() if m.starts is None else (m.starts, m.symbol_codes)))
+        for t in (*m.parameters(), *m.buffers(), *(() if m.index is None else (m.index,)))
     )
     result.update(linears=len(linears), payload_bytes=payload, linear_bytes_resident=resident,
                   resident_over_payload=resident / payload,

@@ -3,7 +3,8 @@ activations and shapes every run (``--seed`` to repeat one).
 
 Each case draws a code width (1-8), a kind, an outlier ratio (0, 1%, 5%, 20%), a segment of 16 to
 4096 columns, a shape of up to ``--max-cols`` columns, and rows of activations (1, 4 and 16 through
-the fused kernel, 33 through the decode-then-cuBLAS path), in float16 and bfloat16; outputs are
+the fused kernel, 33 through the decode-then-cuBLAS path; the tensor-core kernel also at each split
+of a tile's columns over 1, 2, 4 and 8 warps), in float16 and bfloat16; outputs are
 poisoned (the allocator's next block filled with NaN) before each call. Passes when the relative
 error ``||y - y_ref|| / ||y_ref||`` is at most 1e-3 (float16) and 8e-3 (bfloat16) everywhere, and
 ``dequantize()`` equals the numba decoder's bits. Run it under ``compute-sanitizer`` for memcheck
@@ -24,11 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from icqcodec.torch import IcqLinear  # noqa: E402
+from icqcodec.linear import MAX_FUSED_ROWS  # noqa: E402
+from icqcodec.torch import MMA, IcqLinear, mma_linear  # noqa: E402
 
 TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
 RATIOS = (0.0, 0.01, 0.05, 0.2)
 ACTIVATION_ROWS = (1, 4, 16, 33)
+SPLITS = (1, 2, 4, 8)  # the tensor-core kernel's splits of a tile's columns, each checked
 
 
 def poisoned_allocator(device, size: int = 1 << 22) -> None:
@@ -57,10 +60,16 @@ def check(c: dict, rng: np.random.Generator, device) -> float:
         for m in ACTIVATION_ROWS:
             x = torch.from_numpy(rng.standard_normal((m, c["cols"])).astype(np.float32)).to(device, dtype)
             reference = x.double() @ levels.double().T + layer.bias.to(dtype).double()
-            poisoned_allocator(device)
-            y = layer(x).double()
-            error = (torch.linalg.norm(y - reference) / torch.linalg.norm(reference)).item()
-            worst = max(worst, error / tolerance if np.isfinite(error) else np.inf)
+            outputs = [lambda x=x: layer(x)]
+            if layer.tensor_args[MMA] and m <= MAX_FUSED_ROWS:  # the tensor-core kernel's every split
+                bias = layer.bias.to(dtype)
+                outputs += [lambda x=x, s=s, b=bias: mma_linear(x, layer.payload, layer.index, layer.tensor_args, b,
+                                                                splits=s) for s in SPLITS]  # fmt: skip
+            for output in outputs:
+                poisoned_allocator(device)
+                y = output().double()
+                error = (torch.linalg.norm(y - reference) / torch.linalg.norm(reference)).item()
+                worst = max(worst, error / tolerance if np.isfinite(error) else np.inf)
     return worst
 
 

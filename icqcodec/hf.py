@@ -8,8 +8,8 @@ export-hf`` wrote builds every linear layer that ``quantization_config.quantized
 writes it back byte for byte. ``model.dequantize()`` gives a plain float model with the decoders' exact bits.
 
 On CUDA, with CuPy, float16 and bfloat16 activations run through the fused kernels of
-:mod:`icqcodec.torch` from the payload (nothing more than the payload, 8 bytes per row segment and
-the gap symbols' codes stays on the GPU). Elsewhere (the CPU, other dtypes) the first call decodes
+:mod:`icqcodec.torch` from the payload (nothing more than the payload and its outlier index, a byte
+an outlier and one or two per row and group of 256 columns, stays on the GPU). Elsewhere (the CPU, other dtypes) the first call decodes
 the weight and the layer keeps it in the activations' dtype: memory as the float model's layer,
 plus the payload.
 """
@@ -35,7 +35,7 @@ from .torch import FUSED_DTYPES, decoded_tensor, linear
 __all__ = ["IcqConfig", "IcqHfQuantizer", "IcqModelLinear"]
 
 WEIGHT = "weight"
-_EMPTY = np.empty(0, np.uint8)  # a layout's payload and starts where they stay in ``weight``
+_EMPTY = np.empty(0, np.uint8)  # a layout's payload where it stays in ``weight``
 
 
 @register_quantization_config(QUANT_METHOD)
@@ -82,7 +82,7 @@ class IcqModelLinear(torch.nn.Module):
         # Straight into the instance dict: Module.__setattr__ looks every name up in its parameter,
         # buffer and module tables, a cost that hundreds of layers show in the load time.
         vars(self).update(in_features=in_features, out_features=out_features, tensor_name=tensor_name,
-                          layout=None, payload=None, starts=None, symbol_codes=None, tensor_args=[], decoded=None)  # fmt: skip
+                          layout=None, payload=None, index=None, tensor_args=[], decoded=None)  # fmt: skip
 
     def prepare(self) -> None:
         """Check the ICQ tensor (FormatError or InputError naming it) and lay it out for where it is:
@@ -101,17 +101,15 @@ class IcqModelLinear(torch.nn.Module):
             shape = record.shape if record.coding == CODING_ICQ else f"{record.shape}, stored raw"
             raise InputError(f"tensor {self.tensor_name!r} has shape {shape}; the model's config gives "
                              f"({self.out_features}, {self.in_features})")  # fmt: skip
-        payload, starts, symbol_codes, tensor_args = stored[parsed.data_offset :], None, None, []
+        payload, index, tensor_args = stored[parsed.data_offset :], None, []
         if stored.is_cuda and _cupy_available():
             layout = layout_of(parsed, record, read_at, backend="cupy", device_data=_cupy_view(payload),
                                keep_payload=False)  # fmt: skip
             tensor_args = list(layout.arguments)
-            starts = torch.from_numpy(layout.starts.copy()).to(stored.device)
-            symbol_codes = torch.from_numpy(layout.symbol_codes.copy()).to(stored.device)
+            index = torch.from_numpy(layout.index.copy()).to(stored.device)
         else:  # no kernel reads this payload until it is laid out on a GPU
-            layout = Layout(record, parsed.chunk_log2, _EMPTY, _EMPTY)
-        vars(self).update(layout=layout, payload=payload, starts=starts, symbol_codes=symbol_codes,
-                          tensor_args=tensor_args, decoded=None)  # fmt: skip
+            layout = Layout(record, parsed.chunk_log2, _EMPTY)
+        vars(self).update(layout=layout, payload=payload, index=index, tensor_args=tensor_args, decoded=None)
 
     @torch.compiler.disable  # numpy and numba code: torch.compile calls it as it is
     def dequantize(self) -> torch.Tensor:
@@ -126,7 +124,7 @@ class IcqModelLinear(torch.nn.Module):
         if self.payload.device != getattr(self, WEIGHT).device or (fused and not self.tensor_args):
             self.prepare()  # moved since it was prepared, or to be checked whole before the kernels read it
         if fused:
-            y = linear(flat, self.payload, self.starts, self.symbol_codes, self.tensor_args, self.bias)
+            y = linear(flat, self.payload, self.index, self.tensor_args, self.bias)
         else:
             if self.decoded is None or self.decoded.dtype != x.dtype or self.decoded.device != x.device:
                 vars(self)["decoded"] = self.dequantize().to(device=x.device, dtype=x.dtype)

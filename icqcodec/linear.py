@@ -1,13 +1,14 @@
 """An icq tensor laid out for a linear layer on the GPU, and the kernels that run from it.
 
 The layout keeps the tensor's payload byte for byte (so it can be written back unchanged) and adds
-two arrays: the start of every (row, segment) gap chain, the prefix sum of the segment counts (spec
-section 8), 8 bytes per segment; and the code of every gap symbol in chain order (0 for an escape),
-``bits`` bits per symbol, so that the tensor-core kernel streams its outliers' codes instead of
-looking each one up in its row. The payload is checked on the host before anything is uploaded:
-the whole decode of the numba decoder, so the kernels only ever see valid chains. The kernels
-(``linear_kernels.cu``, compiled by NVRTC through CuPy on first use and cached by CuPy) need no
-torch; :mod:`icqcodec.torch` wraps them in a module.
+its outlier index: for every row its outliers' columns in order, each a byte within its group of
+256 columns, and where each group's outliers start (a byte each, two where a row has 256 outliers or
+more). The kernels read the index, not the gap chains: every outlier's column is a byte away, with
+no chain to walk. The payload is
+checked on the host before anything is uploaded (the whole decode of the numba decoder), and the
+index is built from its chains (spec section 8). The kernels (``linear_kernels.cu``, compiled by
+NVRTC through CuPy on first use and cached by CuPy) need no torch; :mod:`icqcodec.torch` wraps them
+in a module.
 """
 
 from __future__ import annotations
@@ -25,39 +26,82 @@ from .constants import CODING_ICQ, KIND_UNIFORM
 from .container import Header, TensorRecord, bytes_reader, read_header, tensor_layout
 from .decode import decode_tensor
 from .icq_params import IcqParams
-from .jit import JIT, field, pack_fields
+from .jit import JIT, field
 from .payload_checks import segment_starts
 
-__all__ = ["MAX_FUSED_ROWS", "MMA_ROWS", "Layout", "layout_of", "load_layout", "rows_per_warp", "kernels",
-           "mma_kernel", "takes_mma"]  # fmt: skip
+__all__ = ["MAX_FUSED_ROWS", "MMA_ROWS", "Layout", "OutlierIndex", "layout_of", "load_layout", "rows_per_warp",
+           "kernels", "mma_kernel", "mma_splits", "outlier_index", "takes_mma"]  # fmt: skip
 
 MAX_FUSED_ROWS = 16  # rows of activations the fused kernel takes (MAX_ACTIVATION_ROWS in the source)
 WARPS_PER_BLOCK = 8
 MMA_ROWS = 15  # weight rows per block of the tensor-core kernel (MMA_ROWS in the source)
 MMA_MAX_BITS = 7  # the bfloat16 magic number holds codes below 2**7
+MMA_WARPS = 8  # warps per block of the tensor-core kernel (MMA_WARPS in the source)
+GROUP_LOG2 = 8  # the outlier index's groups of columns: 256, so a column within its group is a byte
+INDEX_STAGE_BYTES = 36864  # the tensor-core block's shared memory for its outlier index (the source's)
+WAVE_WARPS = 24  # warps a multiprocessor that the tensor-core kernel's split aims at
+
+
+@dataclass(frozen=True)
+class OutlierIndex:
+    """Where each row's outliers are: ``offsets`` (rows x outliers, uint8), their columns in order,
+    each less the first column of its group of 256; ``groups`` (rows x (groups - 1), uint8 where a
+    row has fewer than 256 outliers, else uint16), the index within the row of each group's first
+    outlier, from group 1 on (group 0 starts at 0)."""
+
+    offsets: np.ndarray
+    groups: np.ndarray
+
+    def columns(self) -> np.ndarray:
+        """Every outlier's column (rows x outliers, int64)."""
+        rows, outliers = self.offsets.shape
+        group = np.zeros((rows, outliers), np.int64)
+        for k in range(self.groups.shape[1]):  # each row's outliers from group k + 1 on are past its start
+            group += np.arange(outliers)[None, :] >= self.groups[:, k : k + 1].astype(np.int64)
+        return (group << GROUP_LOG2) + self.offsets
+
+    def buffer(self) -> tuple[np.ndarray, int]:
+        """The index as the kernels read it: one uint8 array, the offsets then the groups
+        (little-endian), each section 16-byte aligned and padded; and the groups' byte offset."""
+        first = _aligned(self.offsets.nbytes)
+        groups = self.groups.astype(self.groups.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+        out = np.zeros(max(16, first + _aligned(groups.size)), np.uint8)
+        out[: self.offsets.size] = self.offsets.reshape(-1)
+        out[first : first + groups.size] = groups
+        return out, first
+
+
+def group_bytes(outliers: int) -> int:
+    """Bytes of each group start in the outlier index of a tensor with ``outliers`` a row."""
+    return 1 if outliers < 256 else 2
+
+
+def _aligned(size: int) -> int:
+    return -(-size // 16) * 16
 
 
 @dataclass(frozen=True)
 class Layout:
-    """One icq tensor ready for the kernels: its record, its payload as stored and the symbol start
-    of every (row, segment)."""
+    """One icq tensor ready for the kernels: its record, its payload as stored and its outlier index
+    as the kernels read it (:meth:`OutlierIndex.buffer`)."""
 
     record: TensorRecord
     chunk_log2: int
     payload: np.ndarray  # uint8: body and chunk table, exactly the file's bytes
-    starts: np.ndarray  # int64, rows * segments + 1
-    symbol_codes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1, np.uint32))  # uint32 words
+    index: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(16, np.uint8))
+    index_groups: int = 0  # byte offset of the group starts in ``index``
 
     @property
     def arguments(self) -> tuple[int, ...]:
-        """The kernels' scalar tensor arguments after the body pointer: section offsets (codebook -1
-        if none), then rows, cols, bits, outliers, gap_bits, segment_log2, row stride; last, not a
-        kernel argument, 1 where the tensor-core kernel serves the tensor (:func:`takes_mma`)."""
+        """The kernels' scalar tensor arguments, in order, less the body and index pointers (which
+        come before the first and fourth): the codebook, row parameters and codes' offsets in the
+        body (codebook -1 if none), the index's group offset, then rows, cols, bits, outliers, bytes
+        of a group start, row stride; last, not a kernel argument, 1 where the tensor-core kernel
+        serves the tensor (:func:`takes_mma`)."""
         p, sections = self.record.params, tensor_layout(self.record, self.chunk_log2).sections
         codebook = sections["codebook"][0] if "codebook" in sections else -1
-        gaps = sections["gaps"][0] if "gaps" in sections else 0
-        return (codebook, sections["params"][0], sections["codes"][0], gaps, self.record.rows, self.record.cols,
-                p.bits, p.outliers, p.gap_bits, p.segment_log2, packed_size(self.record.cols, p.bits),
+        return (codebook, sections["params"][0], sections["codes"][0], self.index_groups, self.record.rows,
+                self.record.cols, p.bits, p.outliers, group_bytes(p.outliers), packed_size(self.record.cols, p.bits),
                 int(takes_mma(self.record.params)))  # fmt: skip
 
     def header(self) -> tuple[Header, TensorRecord]:
@@ -86,38 +130,40 @@ def layout_of(header: Header, record: TensorRecord, read_at, *, backend: str = "
     payload = (
         np.frombuffer(bytes(read_at(start, record.size)), np.uint8).copy() if keep_payload else np.empty(0, np.uint8)
     )
-    layout = Layout(record, header.chunk_log2, payload, np.zeros(1, np.int64))
-    p = record.params
-    if not p.outliers:
+    layout = Layout(record, header.chunk_log2, payload)
+    if not record.params.outliers:
         return layout
+    index, groups = outlier_index(record, header.chunk_log2, read_at, start).buffer()
+    return dataclasses.replace(layout, index=index, index_groups=groups)
+
+
+def outlier_index(record: TensorRecord, chunk_log2: int, read_at, start: int) -> OutlierIndex:
+    """The outlier index of an icq tensor whose payload starts at ``start`` and has passed the whole
+    decode, from its segment counts and gap chains (spec section 8)."""
+    p = record.params
     segments = -(-record.cols // p.segment)
-    sections = tensor_layout(record, header.chunk_log2).sections
-    words = _words(read_at, start, sections["counts"])
-    starts, _ = segment_starts(words, record.rows * segments, p.count_bits, p.total_symbols)
-    symbol_codes = _symbol_codes(record, sections, read_at, start, starts)
-    return dataclasses.replace(layout, starts=starts, symbol_codes=symbol_codes)
+    sections = tensor_layout(record, chunk_log2).sections
+    starts, _ = segment_starts(_words(read_at, start, sections["counts"]), record.rows * segments, p.count_bits,
+                               p.total_symbols)  # fmt: skip
+    groups = -(-record.cols // (1 << GROUP_LOG2))
+    offsets = np.zeros((record.rows, p.outliers), np.uint8)
+    starts_of_groups = np.zeros((record.rows, groups - 1), np.uint8 if group_bytes(p.outliers) == 1 else np.uint16)
+    _outlier_columns(_words(read_at, start, sections["gaps"]), starts, segments, record.cols, p.gap_bits,
+                     p.segment_log2, offsets, starts_of_groups)  # fmt: skip
+    return OutlierIndex(offsets, starts_of_groups)
 
 
 def _words(read_at, start: int, section: tuple[int, int]) -> np.ndarray:
     return np.frombuffer(bytes(read_at(start + section[0], section[1])), dtype="<u4").astype(np.uint32)
 
 
-def _symbol_codes(record: TensorRecord, sections: dict[str, tuple[int, int]], read_at, start: int,
-                  starts: np.ndarray) -> np.ndarray:  # fmt: skip
-    """The code of every gap symbol, in chain order, packed ``bits`` bits each (0 for an escape)."""
-    p = record.params
-    segments = -(-record.cols // p.segment)
-    codes = _codes_of_symbols(_words(read_at, start, sections["codes"]), packed_size(record.cols, p.bits) // 4,
-                              _words(read_at, start, sections["gaps"]), starts, record.rows, segments, record.cols,
-                              p.bits, p.gap_bits, p.segment_log2)  # fmt: skip
-    return np.frombuffer(pack_fields(codes, p.bits) + bytes(4), dtype="<u4").astype(np.uint32)  # never empty
-
-
 @nb.njit(parallel=True, **JIT)
-def _codes_of_symbols(code_words, row_words, gap_words, starts, rows, segments, cols, bits, gap_bits, segment_log2):
-    values = np.zeros(starts[rows * segments], np.uint8)
+def _outlier_columns(gap_words, starts, segments, cols, gap_bits, segment_log2, offsets, groups):
     escape = (1 << gap_bits) - 1
+    rows, outliers = offsets.shape
+    per_row = groups.shape[1]
     for r in nb.prange(rows):
+        found, k = 0, 1
         for s in range(segments):
             cursor = s << segment_log2
             for i in range(starts[r * segments + s], starts[r * segments + s + 1]):
@@ -125,10 +171,18 @@ def _codes_of_symbols(code_words, row_words, gap_words, starts, rows, segments, 
                 if v == escape:
                     cursor += escape
                     continue
-                if cursor + v < cols:
-                    values[i] = field(code_words, r * row_words * 32 + (cursor + v) * bits, bits)
+                column = cursor + v
                 cursor += v + 1
-    return values
+                if column >= cols or found >= outliers:  # both rejected by the decode already
+                    continue
+                while k <= per_row and column >= k << GROUP_LOG2:
+                    groups[r, k - 1] = found
+                    k += 1
+                offsets[r, found] = column & ((1 << GROUP_LOG2) - 1)
+                found += 1
+        while k <= per_row:
+            groups[r, k - 1] = found
+            k += 1
 
 
 def load_layout(data, name: str) -> Layout:
@@ -144,6 +198,19 @@ def rows_per_warp(rows: int) -> int:
     """Weight rows each warp of the one-row kernel takes: more share its activations' registers,
     fewer keep every multiprocessor busy on a short matrix."""
     return 1 if rows < 16384 else 2
+
+
+def mma_splits(rows: int, cols: int, outliers: int, multiprocessors: int) -> int:
+    """Warps of the tensor-core kernel that split each tile's columns (1, 2, 4 or 8): enough that
+    the tiles fill the GPU in about one wave, and that a block's outlier index fits its shared
+    memory."""
+    tiles, splits = -(-rows // MMA_ROWS), 1
+    while splits < MMA_WARPS and tiles * splits * 2 <= WAVE_WARPS * multiprocessors:
+        splits *= 2
+    per_row = outliers + (-(-cols // (1 << GROUP_LOG2)) - 1) * group_bytes(outliers)
+    while splits < MMA_WARPS and min(rows, MMA_ROWS * MMA_WARPS // splits) * per_row + 64 > INDEX_STAGE_BYTES:
+        splits *= 2
+    return splits
 
 
 def takes_mma(params: IcqParams) -> bool:

@@ -1,31 +1,55 @@
-// Kernels of icqcodec.linear: y = x @ L^T from an icq payload (spec sections 6.2, 7 and 8), and the
-// levels L themselves, one warp per weight row. The payload's bytes are read as they are stored.
+// Kernels of icqcodec.linear: y = x @ L^T from an icq payload (spec sections 6.2 and 7) and its
+// outlier index, and the levels L themselves. The payload's bytes are read as they are stored.
 //
 // A row's dot product is its inliers' sum over every column, each code taken as an inlier, plus,
-// for each outlier of its gap chains, x times (outlier level - inlier level) of the same code: the
-// codes are stored in place, so the first pass needs no mask. The chains are walked 32 symbols at
-// a time with a warp prefix sum of the cursor advances. The host has checked the payload (the
-// numba decoder) before upload, so every chain is valid; positions are still bounded to the row.
+// for each outlier, x times (outlier level - inlier level) of the same code: the codes are stored
+// in place, so the first pass needs no mask. The outliers' columns come from the load-time outlier
+// index (icqcodec.linear.OutlierIndex), built on the host from the gap chains (spec section 8)
+// after the payload has passed the whole decode: for every row its outliers' columns in order, each
+// as a byte within its group of 256 columns, and where each group's outliers start.
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
 #define MAX_ACTIVATION_ROWS 16
+#define GROUP_LOG2 8  // the outlier index's groups of columns (GROUP_LOG2 in icqcodec.linear)
 
 // The tensor's arguments, first in every kernel (CuPy passes scalars and pointers, not structs).
 #define TENSOR_ARGS const unsigned char *body_, long long codebook_, long long params_, long long codes_, \
-    long long gaps_, const long long *starts_, int rows_, int cols_, int bits_, int outliers_, int gap_bits_, \
-    int segment_log2_, long long row_stride_
-#define TENSOR {body_, codebook_, params_, codes_, gaps_, starts_, rows_, cols_, bits_, outliers_, gap_bits_, \
-    segment_log2_, row_stride_}
+    const unsigned char *index_, long long groups_, int rows_, int cols_, int bits_, int outliers_, \
+    int group_bytes_, long long row_stride_
+#define TENSOR {body_, codebook_, params_, codes_, index_, groups_, rows_, cols_, bits_, outliers_, group_bytes_, \
+    row_stride_}
+
+// A run of rows' outlier index, in global memory or copied to shared memory: row n's outliers are
+// entries 0 to outliers - 1, those of column group k from start(n, k) on.
+struct IndexView {
+    const unsigned char* offsets;  // of row `first` on, `outliers` a row: each column less its group's first
+    const unsigned char* groups;   // of row `first` on, `per_row` a row: start(n, k) for k = 1 .. per_row
+    int first, outliers, per_row, group_bytes;
+
+    __device__ __forceinline__ int start(int n, int k) const {
+        if (k <= 0) return 0;
+        if (k > per_row) return outliers;
+        const long long i = (long long)(n - first) * per_row + k - 1;
+        return group_bytes == 1 ? groups[i] : ((const unsigned short*)groups)[i];
+    }
+    __device__ __forceinline__ int column(int n, int k, int e) const {
+        return (k << GROUP_LOG2) | offsets[(long long)(n - first) * outliers + e];
+    }
+};
 
 struct Tensor {
     const unsigned char* body;
-    long long codebook, params, codes, gaps;  // section starts within the body (codebook: -1 if none)
-    const long long* starts;                   // rows * segments + 1 symbol starts (prefix of the counts)
-    int rows, cols, bits, outliers, gap_bits, segment_log2;
-    long long row_stride;                      // bytes per code row
+    long long codebook, params, codes;  // section starts within the body (codebook: -1 if none)
+    const unsigned char* index;         // the outlier index: offsets, then its group starts at byte `groups`
+    long long groups;
+    int rows, cols, bits, outliers, group_bytes;
+    long long row_stride;               // bytes per code row
 
-    __device__ __forceinline__ int segments() const { return (cols + (1 << segment_log2) - 1) >> segment_log2; }
+    __device__ __forceinline__ int column_groups() const { return (cols + (1 << GROUP_LOG2) - 1) >> GROUP_LOG2; }
+    __device__ __forceinline__ IndexView index_view() const {
+        return {index, index + groups, 0, outliers, column_groups() - 1, group_bytes};
+    }
 };
 
 __device__ __forceinline__ unsigned field(const unsigned* words, long long position, int width) {
@@ -81,32 +105,26 @@ __device__ __forceinline__ const float* shared_book(const Tensor& t, float* book
     return book;
 }
 
+// Calls visit(column) for the outliers of row n in column groups k0 to k1 - 1 that thread `lane`
+// of `stride` takes: every stride-th, in column order.
+template <typename Visit>
+__device__ __forceinline__ void outliers_in(const IndexView& index, int n, int k0, int k1, int lane, int stride,
+                                            Visit visit) {
+    const int end = index.start(n, k1);
+    int k = k0, next = index.start(n, k0 + 1);
+    for (int e = index.start(n, k0) + lane; e < end; e += stride) {
+        while (e >= next) next = index.start(n, ++k + 1);
+        visit(index.column(n, k, e));
+    }
+}
+
 // Calls visit(column, code) for every outlier of row n, from the lanes of one warp.
 template <typename Visit>
 __device__ __forceinline__ void outliers_of(const Tensor& t, int n, const unsigned* codes, Visit visit) {
-    int lane = threadIdx.x & 31;
-    const int segments = t.segments();
-    const unsigned* gaps = (const unsigned*)(t.body + t.gaps);
-    unsigned escape = (1u << t.gap_bits) - 1;
-    for (int s = 0; s < segments; ++s) {
-        long long first = t.starts[(long long)n * segments + s];
-        long long count = t.starts[(long long)n * segments + s + 1] - first;
-        long long cursor = (long long)s << t.segment_log2;
-        for (long long i0 = 0; i0 < count; i0 += 32) {
-            long long i = i0 + lane;
-            unsigned v = i < count ? field(gaps, (first + i) * t.gap_bits, t.gap_bits) : 0;
-            long long advance = i < count ? (v == escape ? (long long)escape : (long long)v + 1) : 0;
-            long long total = advance;
-            for (int d = 1; d < 32; d <<= 1) {
-                long long other = __shfl_up_sync(0xffffffffu, total, d);
-                if (lane >= d) total += other;
-            }
-            long long column = cursor + total - advance + v;
-            if (i < count && v != escape && column < t.cols) visit((int)column, field(codes, (long long)column * t.bits, t.bits));
-            cursor += __shfl_sync(0xffffffffu, total, 31);
-        }
-    }
+    outliers_in(t.index_view(), n, 0, t.column_groups(), threadIdx.x & 31, 32,
+                [&](int column) { visit(column, field(codes, (long long)column * t.bits, t.bits)); });
 }
+
 
 // Activations are staged in shared memory a chunk of 1024 columns at a time, shared by the block's
 // 8 rows. Lane l takes 32 consecutive columns of the chunk: their codes are exactly `bits` whole
@@ -308,21 +326,24 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
     }
 }
 
-// Tensor-core kernel for 1-16 rows of activations, uniform kind, 1-7 bits. A block takes 15 weight
-// rows and a 16th row of ones, whose product is the activations' sum; its 8 warps split the
-// columns, 128 at a time. Lane (g, t) of a warp (g = lane / 4, t = lane % 4) reads columns
-// 32t..32t+31 of every 128: the `BITS` whole code words of rows g and g + 8 and, when g is an
-// activation row, those 32 activations. Codes become bfloat16 (or float16) pairs by the magic
+// Tensor-core kernel for 1-16 rows of activations, uniform kind, 1-7 bits. A warp takes a tile of
+// 15 weight rows and a 16th row of ones, whose product is the activations' sum, over a range of
+// whole column groups: one warp the whole row on a tall matrix, up to 8 warps splitting it on a
+// short one (`splits`, from icqcodec.linear.mma_splits), so that every shape fills the GPU in about
+// one wave. It steps 128 columns at a time, with the codes of the next steps in flight (Depth) and
+// the activations of the next one. Lane (g, t) of a warp (g = lane / 4, t = lane % 4) reads
+// columns 32t..32t+31 of every 128: the `BITS` whole code words of rows g and g + 8 and, when g is
+// an activation row, those 32 activations. Codes become bfloat16 (or float16) pairs by the magic
 // number (128 + q, or 1024 + q, exact) less the magic, two codes per instruction; which two columns
 // form a pair is fixed by where the codes sit in their word, and the activations are permuted into
-// the same pairs (one byte permute a register) instead of the codes being moved. The mma's
-// float32 sums give each row's sum(x v(q)), and the level offset + scale v(q) is applied after
-// (spec section 7). A warp has the codes of several steps in flight (Depth). The outliers are then
-// walked by the block's threads, 16 per row (row_corrections), from the tile's segment starts, gap
-// symbols and outlier codes copied to shared memory while the inliers run, and summed in a fixed
-// order, so every call gives the same bits.
+// the same pairs (one byte permute a register) instead of the codes being moved. The mma's float32
+// sums give each row's sum(x v(q)), and the level offset + scale v(q) is applied after (spec
+// section 7). The block's outlier index is copied to shared memory while the inliers run; then each
+// warp adds its own range's outlier corrections, 16 lanes a row, and the block sums the warps of a
+// tile in a fixed order, so every call gives the same bits.
 #define MMA_ROWS 15
 #define MMA_WARPS 8
+#define MMA_STEP 128  // columns a warp takes per step: two steps a column group
 
 template <int BF16>
 __device__ __forceinline__ void mma_16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
@@ -404,268 +425,121 @@ __device__ __forceinline__ void load_activations(const unsigned short* x, int av
     }
 }
 
-// Reads a run of fixed-width fields (spec section 5) one after another, from bit `position` of `w`.
-struct FieldReader {
-    const unsigned* words;
-    long long word;
-    unsigned long long buffer;
-    int have, bits;
-
-    __device__ __forceinline__ FieldReader(const unsigned* w, long long position, int width, bool any)
-        : words(w), bits(width) {
-        word = position >> 5;
-        have = 32 - (int)(position & 31);
-        buffer = any ? words[word] >> (position & 31) : 0;
-    }
-    __device__ __forceinline__ unsigned next() {
-        if (have < bits) {
-            buffer |= (unsigned long long)words[++word] << have;
-            have += 32;
-        }
-        const unsigned v = (unsigned)buffer & ((1u << bits) - 1);
-        buffer >>= bits;
-        have -= bits;
-        return v;
-    }
-};
-
-// A run of a section's words, copied to shared memory when it fits there: fields are read from
-// `words` at their stream bit less `first_bit`.
-struct Staged {
-    const unsigned* words;
-    long long first_bit;
-};
-
-// An asynchronous copy of one 4- or 8-byte value from global to shared memory.
-template <typename T>
-__device__ __forceinline__ void copy_async(T* to, const T* from) {
-    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "cp.async copies 4, 8 or 16 bytes");
-    if (sizeof(T) == 4)
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)), "l"(from));
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)), "l"(from));
-}
-
-// Starts copying the words that hold stream bits [begin, end) of `words` to `store` (room for
-// `room` words); the copy is complete after cp.async.wait_all and a barrier.
-__device__ __forceinline__ Staged stage(const unsigned* words, long long begin, long long end, unsigned* store,
-                                        int room) {
-    const long long w0 = begin >> 5, w1 = (end + 31) >> 5;
-    if (w1 - w0 > room) return {words, 0};
-    for (long long i = threadIdx.x; i < w1 - w0; i += blockDim.x) copy_async(store + i, words + w0 + i);
-    return {store, w0 << 5};
-}
-
 // The tensor-core kernel's tunables, each defined here unless the compiler's options define it
 // (bench/mma_stages.py --variant NAME=VALUE times other values).
-#ifndef OUTLIER_BATCH
-#define OUTLIER_BATCH 8  // outliers whose loads the walk has in flight together
-#endif
 #ifdef MMA_MIN_BLOCKS  // blocks a multiprocessor the registers are budgeted for
 #define MMA_LAUNCH_BOUNDS __launch_bounds__(256, MMA_MIN_BLOCKS)
 #else
 #define MMA_LAUNCH_BOUNDS __launch_bounds__(256)
 #endif
-#define ROW_THREADS 16
+#ifndef MMA_OUTLIERS
+#define MMA_OUTLIERS 1  // 0 leaves the outlier corrections out (wrong results: for timing the stages apart)
+#endif
 
-// Row n's outlier corrections x[m, column] (outlier level - inlier level), by the 16 threads of a
-// half-warp: thread j walks the j-th sixteenth of the row's gap symbols, its first column found by
-// a scan of the advances over the half-warp that restarts at every chain (a row segment, spec
-// section 8); each adds its corrections to c[m] in symbol order. `codes`: the symbols' codes in
-// chain order (0 for escapes), or null to read them from the rows' codes; `st`: the row's segment
-// starts (t.starts from row n on, or their copy in shared memory). Every lane of the warp calls it;
-// `active` is false for a row past the tile.
-template <int MAXM>
-__device__ __forceinline__ void row_corrections(const Tensor& t, int n, bool active, int j, const long long* st,
-                                                Staged gaps, Staged codes, const unsigned short* x,
-                                                long long x_stride, int activations, int bf16, float* c) {
-    const int segments = t.segments();
-    const long long first = st[0], count = active ? st[segments] - first : 0;
-    const long long a = first + count * j / ROW_THREADS, b = first + count * (j + 1) / ROW_THREADS;
-    int lo = 0, hi = segments - 1;  // the chain of symbol a: the last segment that starts at or before it
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (st[mid] <= a) lo = mid;
-        else hi = mid - 1;
-    }
-    const int s0 = lo;
-    const bool chain_start = a < b && a == st[s0];
-    const unsigned escape = (1u << t.gap_bits) - 1;
-    bool reset = chain_start;
-    int advance = 0;  // of the symbols of [a, b) since the last chain start among them
-    {
-        int s = s0;
-        long long next = st[s + 1];
-        FieldReader symbols(gaps.words, a * t.gap_bits - gaps.first_bit, t.gap_bits, a < b);
-        for (long long i = a; i < b; ++i) {
-            while (i == next) {
-                next = st[++s + 1];
-                reset = true;
-                advance = 0;
-            }
-            const unsigned v = symbols.next();
-            advance += v == escape ? (int)escape : (int)v + 1;
-        }
-    }
-    for (int d = 1; d < ROW_THREADS; d <<= 1) {
-        const int before = __shfl_up_sync(0xffffffffu, advance, d, ROW_THREADS);
-        const int restarted = __shfl_up_sync(0xffffffffu, (int)reset, d, ROW_THREADS);
-        if (j >= d && !reset) {
-            advance += before;
-            reset = restarted;
-        }
-    }
-    int cursor = __shfl_up_sync(0xffffffffu, advance, 1, ROW_THREADS);
-    if (j == 0 || chain_start) cursor = 0;
-    if (a >= b) return;
-    const unsigned* row = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
-    const Row levels = row_levels(t, n, nullptr);
-    int s = s0;
-    long long next = st[s + 1], base = (long long)s0 << t.segment_log2;
-    FieldReader symbols(gaps.words, a * t.gap_bits - gaps.first_bit, t.gap_bits, true);
-    FieldReader stored(codes.words, a * t.bits - codes.first_bit, t.bits, codes.words != nullptr);
-    long long i = a;
-    while (i < b) {
-        int column[OUTLIER_BATCH];
-        unsigned q[OUTLIER_BATCH];
-#pragma unroll
-        for (int k = 0; k < OUTLIER_BATCH; ++k) {
-            column[k] = -1;
-            q[k] = 0;
-            while (i < b) {
-                while (i == next) {
-                    next = st[++s + 1];
-                    cursor = 0;
-                    base = (long long)s << t.segment_log2;
-                }
-                const unsigned v = symbols.next(), code = codes.words ? stored.next() : 0u;
-                ++i;
-                if (v == escape) {
-                    cursor += (int)escape;
-                    continue;
-                }
-                if (base + cursor + v < t.cols) {
-                    column[k] = (int)(base + cursor + v);
-                    q[k] = code;
-                }
-                cursor += (int)v + 1;
-                break;
-            }
-        }
-        float difference[OUTLIER_BATCH];
-#pragma unroll
-        for (int k = 0; k < OUTLIER_BATCH; ++k) {
-            const int at = max(column[k], 0);
-            const unsigned code = codes.words ? q[k] : field(row, (long long)at * t.bits, t.bits);
-            difference[k] = column[k] < 0 ? 0.0f : levels.outlier(code) - levels.inlier(code);
-        }
-#pragma unroll
-        for (int m = 0; m < MAXM; ++m) {
-            if (m >= activations) break;
-            float xm[OUTLIER_BATCH];
-#pragma unroll
-            for (int k = 0; k < OUTLIER_BATCH; ++k)
-                xm[k] = column[k] < 0 ? 0.0f : from_bits(x[m * x_stride + max(column[k], 0)], bf16);
-#pragma unroll
-            for (int k = 0; k < OUTLIER_BATCH; ++k) c[m] = fmaf(xm[k], difference[k], c[m]);
-        }
-    }
-}
-
-// Steps of 128 columns whose codes one warp has in flight together: the inlier pass is bound by
-// memory latency, so as many as the registers allow.
-template <int BITS>
+// Steps of codes a warp has in flight.
+template <int BITS, int TILES>
 struct Depth {
 #ifdef MMA_DEPTH
     static constexpr int steps = MMA_DEPTH;
 #else
-    static constexpr int steps = BITS <= 2 ? 8 : BITS <= 4 ? 4 : 2;
+    static constexpr int steps = TILES == 1 ? (BITS <= 2 ? 8 : BITS <= 4 ? 4 : 2) : (BITS <= 2 ? 4 : 2);
 #endif
+    static_assert(steps % 2 == 0, "the activations alternate between two buffers");
 };
 
-#define GAP_STAGE_WORDS 4096
-#define CODE_STAGE_WORDS 2048
-#define START_STAGE 512
+#define INDEX_STAGE_BYTES 36864  // room for a block's outlier index (INDEX_STAGE_BYTES in icqcodec.linear)
 
-// The outlier side of a tile of MMA_ROWS rows from row n0, as the outlier pass reads it: its rows'
-// segment starts, gap symbols and (where `symbol_codes` is given) their codes, each copied to
-// shared memory when it fits there (the walk then waits on no global load but its activations').
-struct OutlierStore {
-    long long starts[START_STAGE];
-    unsigned gaps[GAP_STAGE_WORDS], codes[CODE_STAGE_WORDS];
-};
+// A 16-byte asynchronous copy from global to shared memory.
+__device__ __forceinline__ void copy_async(void* to, const void* from) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(to)),
+                 "l"(from));
+}
 
-struct TileOutliers {
-    const long long* starts;  // of row n0 on
-    Staged gaps, codes;
-};
-
-// Starts the copies to `store`; they are complete after cp.async.wait_all and a barrier.
-__device__ __forceinline__ TileOutliers stage_outliers(const Tensor& t, int n0, const unsigned* symbol_codes,
-                                                       OutlierStore& store) {
-    const int segments = t.segments();
-    const long long* starts = t.starts + (long long)n0 * segments;
-    const int entries = min(MMA_ROWS, t.rows - n0) * segments + 1;
-    TileOutliers tile = {starts, {nullptr, 0}, {nullptr, 0}};
-    if (entries <= START_STAGE) {
-        for (int i = threadIdx.x; i < entries; i += blockDim.x) copy_async(store.starts + i, starts + i);
-        tile.starts = store.starts;
-    }
-    const long long begin = starts[0], end = starts[entries - 1];
-    tile.gaps = stage((const unsigned*)(t.body + t.gaps), begin * t.gap_bits, end * t.gap_bits, store.gaps,
-                      GAP_STAGE_WORDS);
-    if (symbol_codes) tile.codes = stage(symbol_codes, begin * t.bits, end * t.bits, store.codes, CODE_STAGE_WORDS);
+// Starts copying the outlier index of rows first .. first + count - 1 to `store` when it fits
+// there (the index's sections are 16-byte aligned and padded), and gives the view the outlier pass
+// reads; the copy is complete after cp.async.wait_all and a barrier.
+__device__ __forceinline__ IndexView stage_index(const Tensor& t, int first, int count, uint4* store) {
+    IndexView view = t.index_view();
+    const long long group_row = (long long)view.per_row * t.group_bytes;
+    const long long o0 = (long long)first * t.outliers, o1 = o0 + (long long)count * t.outliers;
+    const long long g0 = t.groups + first * group_row, g1 = g0 + count * group_row;
+    const long long oa = o0 & ~15ll, ob = (o1 + 15) & ~15ll, ga = g0 & ~15ll, gb = (g1 + 15) & ~15ll;
+    if ((ob - oa) + (gb - ga) > INDEX_STAGE_BYTES) return view;  // read where it is
+    const int offset_chunks = (int)((ob - oa) >> 4), chunks = offset_chunks + (int)((gb - ga) >> 4);
+    for (int i = threadIdx.x; i < chunks; i += blockDim.x)
+        copy_async(store + i, t.index + (i < offset_chunks ? oa + 16ll * i : ga + 16ll * (i - offset_chunks)));
     asm volatile("cp.async.commit_group;\n" ::);
-    return tile;
+    const unsigned char* bytes = (const unsigned char*)store;
+    view.offsets = bytes + (o0 - oa);
+    view.groups = bytes + 16ll * offset_chunks + (g0 - ga);
+    view.first = first;
+    return view;
+}
+
+// The activations of one step for the lane: row g (+ 8 in the second tile) of columns `column` on.
+template <int TILES>
+__device__ __forceinline__ void step_activations(const unsigned short* xs, long long x_stride, int activations,
+                                                 int g, int column, int cols, bool vectors, unsigned (*xw)[16]) {
+#pragma unroll
+    for (int tile = 0; tile < TILES; ++tile) {
+        const int m = g + 8 * tile;
+        if (m < activations && column < cols)
+            load_activations(xs + m * x_stride + column, cols - column, vectors, xw[tile]);
+        else {
+#pragma unroll
+            for (int k = 0; k < 16; ++k) xw[tile][k] = 0u;
+        }
+    }
+}
+
+template <int BITS>
+__device__ __forceinline__ void step_codes(const unsigned* row_a, const unsigned* row_b, int step, int s1, int q4,
+                                           int row_words, unsigned* wa, unsigned* wb) {
+    const int w0 = (step * 4 + q4) * BITS, available = step < s1 ? row_words - w0 : 0;
+    load_codes<BITS>(row_a + w0, available, wa);
+    load_codes<BITS>(row_b + w0, available, wb);
+    wa[BITS] = wb[BITS] = 0u;
 }
 
 template <int BITS, int BF16, int TILES>
 __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
-                                               const unsigned* symbol_codes, const void* bias, void* y) {
-    constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS>::steps;
+                                          int splits, const void* bias, void* y) {
+    constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS, TILES>::steps;
     const Tensor t = TENSOR;
     __shared__ float partial[MMA_WARPS][16][MAXM];
-    __shared__ OutlierStore outlier_store;
+    __shared__ uint4 index_store[INDEX_STAGE_BYTES / 16];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
-    const int n0 = blockIdx.x * MMA_ROWS;
-    TileOutliers tile = {nullptr, {nullptr, 0}, {nullptr, 0}};  // to shared memory while the inliers run
-    if (t.outliers) tile = stage_outliers(t, n0, symbol_codes, outlier_store);
+    const int tiles = MMA_WARPS / splits, block_n0 = blockIdx.x * tiles * MMA_ROWS;
+    const int n0 = block_n0 + (warp / splits) * MMA_ROWS, split = warp % splits;
+    IndexView index = t.index_view();  // to shared memory while the inliers run
+    if (MMA_OUTLIERS && t.outliers) index = stage_index(t, block_n0, min(tiles * MMA_ROWS, t.rows - block_n0), index_store);
+    // This warp's columns: column groups k0 .. k1 - 1, steps s0 .. s1 - 1 (none past the matrix).
+    const int groups = t.column_groups(), steps = (t.cols + MMA_STEP - 1) / MMA_STEP;
+    const int k0 = n0 < t.rows ? groups * split / splits : 0, k1 = n0 < t.rows ? groups * (split + 1) / splits : 0;
+    const int s0 = min(2 * k0, steps), s1 = min(2 * k1, steps);
     const int ra = min(n0 + g, t.rows - 1), rb = min(n0 + g + 8, t.rows - 1);
     const bool ones = g == 7;  // row 15 of the tile: the activations' sums
+    const Row la = row_levels(t, ra, nullptr), lb = row_levels(t, rb, nullptr);
     const unsigned* row_a = (const unsigned*)(t.body + t.codes + (long long)ra * t.row_stride);
     const unsigned* row_b = (const unsigned*)(t.body + t.codes + (long long)rb * t.row_stride);
     const unsigned short* xs = (const unsigned short*)x;
     const bool vectors = (((unsigned long long)x) & 15) == 0 && (x_stride & 7) == 0;
     const int row_words = (int)(((long long)t.cols * BITS + 31) >> 5);
-    const int steps = (t.cols + 127) >> 7, s0 = steps * warp / MMA_WARPS, s1 = steps * (warp + 1) / MMA_WARPS;
     constexpr unsigned one = BF16 ? 0x3F803F80u : 0x3C003C00u;
     float c[TILES][4];
 #pragma unroll
     for (int tile = 0; tile < TILES; ++tile) c[tile][0] = c[tile][1] = c[tile][2] = c[tile][3] = 0.0f;
+    unsigned wa[DEPTH][BITS + 1], wb[DEPTH][BITS + 1], xw[2][TILES][16];
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) step_codes<BITS>(row_a, row_b, s0 + d, s1, q4, row_words, wa[d], wb[d]);
+    step_activations<TILES>(xs, x_stride, activations, g, s0 * MMA_STEP + q4 * 32, t.cols, vectors, xw[0]);
     for (int step0 = s0; step0 < s1; step0 += DEPTH) {
-        unsigned wa[DEPTH][BITS + 1], wb[DEPTH][BITS + 1];
 #pragma unroll
         for (int d = 0; d < DEPTH; ++d) {
-            const int w0 = ((step0 + d) * 4 + q4) * BITS, available = step0 + d < s1 ? row_words - w0 : 0;
-            load_codes<BITS>(row_a + w0, available, wa[d]);
-            load_codes<BITS>(row_b + w0, available, wb[d]);
-            wa[d][BITS] = wb[d][BITS] = 0u;
-        }
-#pragma unroll
-        for (int d = 0; d < DEPTH; ++d) {
-            if (step0 + d >= s1) break;
-            const int column = (step0 + d) * 128 + q4 * 32;
-            unsigned xw[TILES][16];
-#pragma unroll
-            for (int tile = 0; tile < TILES; ++tile) {
-                const int m = g + 8 * tile;
-                if (m < activations)
-                    load_activations(xs + m * x_stride + column, t.cols - column, vectors, xw[tile]);
-                else {
-#pragma unroll
-                    for (int k = 0; k < 16; ++k) xw[tile][k] = 0u;
-                }
-            }
+            const int step = step0 + d;
+            if (step >= s1) break;
+            const int next = step + 1 < s1 ? (step + 1) * MMA_STEP + q4 * 32 : t.cols;  // none past the range
+            step_activations<TILES>(xs, x_stride, activations, g, next, t.cols, vectors, xw[(d + 1) & 1]);
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
                 const unsigned a0 = code_pair<BITS, BF16>(wa[d], 2 * i), a2 = code_pair<BITS, BF16>(wa[d], 2 * i + 1);
@@ -673,14 +547,14 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
                 const unsigned a3 = ones ? one : code_pair<BITS, BF16>(wb[d], 2 * i + 1);
 #pragma unroll
                 for (int tile = 0; tile < TILES; ++tile)
-                    mma_16816<BF16>(c[tile], a0, a1, a2, a3, activation_pair<BITS>(xw[tile], 2 * i),
-                                    activation_pair<BITS>(xw[tile], 2 * i + 1));
+                    mma_16816<BF16>(c[tile], a0, a1, a2, a3, activation_pair<BITS>(xw[d & 1][tile], 2 * i),
+                                    activation_pair<BITS>(xw[d & 1][tile], 2 * i + 1));
             }
+            step_codes<BITS>(row_a, row_b, step + DEPTH, s1, q4, row_words, wa[d], wb[d]);
         }
     }
     // This warp's share of y: offset * sum(x) + scale * sum(x v(q)) for rows g and g + 8, activation
     // rows 2t, 2t + 1 (+ 8 in the second tile); the sums sit in lane (7, t)'s second row.
-    const Row la = row_levels(t, ra, nullptr), lb = row_levels(t, rb, nullptr);
 #pragma unroll
     for (int tile = 0; tile < TILES; ++tile) {
         const float sum0 = __shfl_sync(0xffffffffu, c[tile][2], 28 + q4);
@@ -693,34 +567,53 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
             partial[warp][g + 8][m + 1] = fmaf(lb.offset, sum1, lb.scale * c[tile][3]);
         }
     }
-    // Outliers: the 16 threads (r, j) of a half-warp take row n0 + r.
-    const int r = threadIdx.x / ROW_THREADS, j = threadIdx.x % ROW_THREADS;
-    const bool active = r < MMA_ROWS && n0 + r < t.rows;
-    float correction[MAXM];
-#pragma unroll
-    for (int m = 0; m < MAXM; ++m) correction[m] = 0.0f;
-    if (t.outliers) {
+    if (MMA_OUTLIERS && t.outliers) {
+        // The outliers of this warp's columns: half-warp h takes rows h, h + 2, ..., 16 lanes a row.
         asm volatile("cp.async.wait_all;\n" ::);
         __syncthreads();
-        row_corrections<MAXM>(t, active ? n0 + r : n0, active, j, tile.starts + (active ? r : 0) * t.segments(),
-                              tile.gaps, tile.codes, xs, x_stride, activations, BF16, correction);
-    }
+        const int h = lane >> 4, j = lane & 15;
+        for (int r = h; r < 16; r += 2) {
+            const int n = n0 + r;
+            float correction[MAXM];
 #pragma unroll
-    for (int m = 0; m < MAXM; ++m) {
-        if (m >= activations) break;
-        float v = correction[m];
-        for (int d = ROW_THREADS / 2; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
-        correction[m] = v;
+            for (int m = 0; m < MAXM; ++m) correction[m] = 0.0f;
+            if (r < MMA_ROWS && n < t.rows) {
+                const Row levels = row_levels(t, n, nullptr);
+                const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
+                outliers_in(index, n, k0, k1, j, 16, [&](int column) {
+                    const unsigned q = code_at<BITS>(codes, column);
+                    const float difference = levels.outlier(q) - levels.inlier(q);
+#pragma unroll
+                    for (int m = 0; m < MAXM; ++m)
+                        if (m < activations)
+                            correction[m] = fmaf(from_bits(xs[m * x_stride + column], BF16), difference, correction[m]);
+                });
+            }
+#pragma unroll
+            for (int m = 0; m < MAXM; ++m) {
+                if (m >= activations) break;
+                float v = correction[m];
+                for (int d = 8; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
+                correction[m] = v;
+            }
+            __syncwarp();  // the fragments' partial sums above are in shared memory
+            if (j < activations && r < MMA_ROWS) {
+                float v = correction[0];
+#pragma unroll
+                for (int m = 1; m < MAXM; ++m)
+                    if (m == j) v = correction[m];
+                partial[warp][r][j] += v;
+            }
+        }
     }
     __syncthreads();
-    if (j < activations && active) {
-        float v = correction[0];
-#pragma unroll
-        for (int m = 1; m < MAXM; ++m)
-            if (m == j) v = correction[m];
-#pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) v += partial[w][r][j];
-        const int n = n0 + r;
-        store(y, (long long)j * t.rows + n, bias ? v + load(bias, n, BF16) : v, BF16);
+    // y: each tile's warps summed in split order.
+    for (int o = threadIdx.x; o < activations * tiles * MMA_ROWS; o += blockDim.x) {
+        const int m = o / (tiles * MMA_ROWS), local = o % (tiles * MMA_ROWS), tile = local / MMA_ROWS, r = local % MMA_ROWS;
+        const int n = block_n0 + local;
+        if (n >= t.rows) continue;
+        float v = 0.0f;
+        for (int s = 0; s < splits; ++s) v += partial[tile * splits + s][r][m];
+        store(y, (long long)m * t.rows + n, bias ? v + load(bias, n, BF16) : v, BF16);
     }
 }

@@ -1,10 +1,11 @@
 """``IcqLinear``: a linear layer that runs from its icq payload (optional extra ``icqcodec[torch]``).
 
-On a CUDA device, one row of float16 or bfloat16 activations (generation) goes through a kernel
-that keeps the activations in registers and multiplies each code's value; 2 to 16 rows through a
-tensor-core kernel (uniform kind, 1-7 bits; a CUDA-core fused kernel for the others). Each reads the
-codes, row parameters and gap chains as they are stored and never writes the weight to memory; more
-rows decode the weight to the activation dtype once per call and use cuBLAS. On the
+On a CUDA device, 1 to 16 rows of float16 or bfloat16 activations go through a tensor-core kernel
+(uniform kind, 1-7 bits; for the others, one row through a kernel that keeps the activations in
+registers and multiplies each code's value, 2 to 16 through a CUDA-core fused kernel). Each reads
+the codes and row parameters as they are stored, and the outliers' columns from the layout's
+outlier index, and never writes the weight to memory; more rows decode the weight to the
+activation dtype once per call and use cuBLAS. On the
 CPU, and for other activation dtypes, the weight is decoded (numba) and multiplied. The fused path is
 the custom op ``torch.ops.icqcodec.linear``, so ``torch.compile`` and CUDA graphs capture it.
 Results are checked against ``x @ L.T`` in float64 with a stated tolerance (``tests/test_torch.py``);
@@ -12,6 +13,8 @@ Results are checked against ``x @ L.T`` in float64 with a stated tolerance (``te
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -22,32 +25,33 @@ from .files import safe_open
 from .linear import (
     MAX_FUSED_ROWS,
     MMA_ROWS,
+    MMA_WARPS,
     WARPS_PER_BLOCK,
     Layout,
     kernels,
     layout_of,
     load_layout,
     mma_kernel,
+    mma_splits,
     rows_per_warp,
 )
 
 __all__ = ["IcqLinear", "decoded_tensor", "launch", "linear", "mma_linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
-ROWS, MMA = 4, 11  # indices in Layout.arguments
-MMA_MIN_ROWS = 2  # one row runs faster on the one-row kernel (bench/RESULTS.md)
-SYMBOL_CODES = True  # the tensor-core kernel streams its outliers' codes (else reads them in their rows)
+ROWS, MMA = 4, 10  # indices in Layout.arguments
+MMA_MIN_ROWS = 1  # from how many rows the tensor-core kernel serves a tensor it takes
 
 
-def launch(kernel, tensor_args: list[int], payload: torch.Tensor, starts: torch.Tensor, *args,
+def launch(kernel, tensor_args: list[int], payload: torch.Tensor, index: torch.Tensor, *args,
            rows_per_block: int = WARPS_PER_BLOCK) -> None:  # fmt: skip
     """Launch one of the module's kernels on torch's current stream: the tensor's arguments, then
     ``args``; one block per ``rows_per_block`` weight rows."""
     import cupy
 
     grid = (-(-tensor_args[ROWS] // rows_per_block),)
-    pointers = [np.uint64(payload.data_ptr()), *(np.int64(v) for v in tensor_args[:4]),
-                np.uint64(starts.data_ptr()), *(np.int32(v) for v in tensor_args[4:10]), np.int64(tensor_args[10])]  # fmt: skip
+    pointers = [np.uint64(payload.data_ptr()), *(np.int64(v) for v in tensor_args[:3]), np.uint64(index.data_ptr()),
+                np.int64(tensor_args[3]), *(np.int32(v) for v in tensor_args[4:9]), np.int64(tensor_args[9])]  # fmt: skip
     with cupy.cuda.ExternalStream(torch.cuda.current_stream(payload.device).cuda_stream, payload.device.index):
         kernel(grid, (32 * WARPS_PER_BLOCK,), (*pointers, *args))
 
@@ -57,57 +61,64 @@ def _pointer(tensor: torch.Tensor | None) -> np.uint64:
 
 
 @torch.library.custom_op("icqcodec::linear", mutates_args=(), device_types="cuda")
-def linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_codes: torch.Tensor,
-           tensor_args: list[int], bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+def linear(x: torch.Tensor, payload: torch.Tensor, index: torch.Tensor, tensor_args: list[int],
+           bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """``x @ L.T (+ bias)`` for 2-D float16/bfloat16 ``x`` on the GPU, from an icq payload and its
-    layout's ``starts`` and ``symbol_codes``; ``tensor_args``: ``Layout.arguments``."""
+    layout's outlier ``index``; ``tensor_args``: ``Layout.arguments``."""
     fused, levels, one_row = kernels()
     bf16 = np.int32(x.dtype == torch.bfloat16)
     rows, cols = tensor_args[ROWS], tensor_args[ROWS + 1]
     x = x.contiguous()
     bias = None if bias is None else bias.to(x.dtype).contiguous()
     if tensor_args[MMA] and MMA_MIN_ROWS <= x.shape[0] <= MAX_FUSED_ROWS:
-        return mma_linear(x, payload, starts, symbol_codes, tensor_args, bias)
+        return mma_linear(x, payload, index, tensor_args, bias)
     if x.shape[0] == 1:
         y = torch.empty((1, rows), dtype=x.dtype, device=x.device)
         per_warp = rows_per_warp(rows)
-        launch(one_row, tensor_args, payload, starts, _pointer(x), bf16, _pointer(bias), _pointer(y),
+        launch(one_row, tensor_args, payload, index, _pointer(x), bf16, _pointer(bias), _pointer(y),
                np.int32(per_warp), rows_per_block=WARPS_PER_BLOCK * per_warp)  # fmt: skip
         return y
     if x.shape[0] <= MAX_FUSED_ROWS:
         y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
         if x.shape[0]:
-            launch(fused, tensor_args, payload, starts, _pointer(x), np.int64(cols), np.int32(x.shape[0]), bf16,
+            launch(fused, tensor_args, payload, index, _pointer(x), np.int64(cols), np.int32(x.shape[0]), bf16,
                    _pointer(bias), _pointer(y))  # fmt: skip
         return y
     weight = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
-    launch(levels, tensor_args, payload, starts, bf16, _pointer(weight))
+    launch(levels, tensor_args, payload, index, bf16, _pointer(weight))
     return torch.nn.functional.linear(x, weight, bias)
 
 
-def mma_linear(x: torch.Tensor, payload: torch.Tensor, starts: torch.Tensor, symbol_codes: torch.Tensor,
-               tensor_args: list[int], bias: torch.Tensor | None, options: tuple[str, ...] = ()) -> torch.Tensor:  # fmt: skip
+def mma_linear(x: torch.Tensor, payload: torch.Tensor, index: torch.Tensor, tensor_args: list[int],
+               bias: torch.Tensor | None, options: tuple[str, ...] = (), splits: int | None = None) -> torch.Tensor:  # fmt: skip
     """``linear`` by the tensor-core kernel, for 1-16 rows of contiguous ``x`` (``bias`` in its
-    dtype); ``options``: more compiler options (``-D`` values of the kernel's tunables)."""
-    y = torch.empty((x.shape[0], tensor_args[ROWS]), dtype=x.dtype, device=x.device)
-    kernel = mma_kernel(tensor_args[ROWS + 2], x.dtype == torch.bfloat16, 1 if x.shape[0] <= 8 else 2, options)
-    launch(kernel, tensor_args, payload, starts, _pointer(x), np.int64(tensor_args[ROWS + 1]), np.int32(x.shape[0]),
-           _pointer(symbol_codes if SYMBOL_CODES else None), _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS)  # fmt: skip
+    dtype); ``options``: more compiler options (``-D`` values of the kernel's tunables);
+    ``splits``: warps a tile's columns are split over (1, 2, 4 or 8; default ``mma_splits``)."""
+    rows, cols, bits, outliers = tensor_args[ROWS : ROWS + 4]
+    y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
+    kernel = mma_kernel(bits, x.dtype == torch.bfloat16, 1 if x.shape[0] <= 8 else 2, options)
+    splits = splits or mma_splits(rows, cols, outliers, _multiprocessors(x.device.index or 0))
+    launch(kernel, tensor_args, payload, index, _pointer(x), np.int64(cols), np.int32(x.shape[0]), np.int32(splits),
+           _pointer(bias), _pointer(y), rows_per_block=MMA_ROWS * (MMA_WARPS // splits))  # fmt: skip
     return y
 
 
+@functools.cache
+def _multiprocessors(device: int) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 @linear.register_fake
-def _(x, payload, starts, symbol_codes, tensor_args, bias):
+def _(x, payload, index, tensor_args, bias):
     return x.new_empty((x.shape[0], tensor_args[ROWS]))
 
 
 class IcqLinear(torch.nn.Module):
     """A linear layer whose weight is one icq tensor, kept as its payload.
 
-    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file), ``starts`` (int64,
-    where each row segment's gap symbols start) and ``symbol_codes`` (the code of each gap symbol,
-    ``bits`` bits each), ``bias`` if given. Resident bytes are the payload plus 8 bytes per row
-    segment and ``bits`` bits per gap symbol.
+    Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file) and ``index`` (uint8,
+    its outlier index: :class:`icqcodec.linear.OutlierIndex`), ``bias`` if given. Resident bytes
+    are the payload plus a byte per outlier and one or two per row and group of 256 columns.
     """
 
     def __init__(self, layout: Layout, bias: torch.Tensor | None = None, device=None) -> None:
@@ -116,8 +127,7 @@ class IcqLinear(torch.nn.Module):
         self.in_features, self.out_features = layout.record.cols, layout.record.rows
         self.tensor_args = list(layout.arguments)
         self.register_buffer("payload", torch.from_numpy(layout.payload.copy()).to(device))
-        self.register_buffer("starts", torch.from_numpy(layout.starts.copy()).to(device))
-        self.register_buffer("symbol_codes", torch.from_numpy(layout.symbol_codes.copy()).to(device))
+        self.register_buffer("index", torch.from_numpy(layout.index.copy()).to(device))
         if bias is not None and tuple(bias.shape) != (self.out_features,):
             raise ValueError(f"bias of shape {tuple(bias.shape)}, expected ({self.out_features},)")
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().to(device), requires_grad=False)
@@ -159,7 +169,7 @@ class IcqLinear(torch.nn.Module):
             raise ValueError(f"input of {x.shape[-1]} features, expected {self.in_features}")
         flat = x.reshape(-1, self.in_features)
         if x.is_cuda and x.dtype in FUSED_DTYPES:
-            y = linear(flat, self.payload, self.starts, self.symbol_codes, self.tensor_args, self.bias)
+            y = linear(flat, self.payload, self.index, self.tensor_args, self.bias)
         else:
             bias = None if self.bias is None else self.bias.to(x.dtype)
             y = torch.nn.functional.linear(flat, self.dequantize().to(x.dtype), bias)
