@@ -38,7 +38,7 @@ MMA_ROWS = 15  # weight rows per block of the tensor-core kernel (MMA_ROWS in th
 MMA_MAX_BITS = 7  # the bfloat16 magic number holds codes below 2**7
 MMA_WARPS = 8  # warps per block of the tensor-core kernel (MMA_WARPS in the source)
 GROUP_LOG2 = 8  # the outlier index's groups of columns: 256, so a column within its group is a byte
-INDEX_STAGE_BYTES = 36864  # the tensor-core block's shared memory for its outlier index (the source's)
+INDEX_STAGE_BYTES = 30720  # the tensor-core block's shared memory for its outlier index (the source's)
 WAVE_WARPS = 24  # warps a multiprocessor that the tensor-core kernel's split aims at
 
 

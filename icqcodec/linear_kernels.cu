@@ -447,7 +447,7 @@ struct Depth {
     static_assert(steps % 2 == 0, "the activations alternate between two buffers");
 };
 
-#define INDEX_STAGE_BYTES 36864  // room for a block's outlier index (INDEX_STAGE_BYTES in icqcodec.linear)
+#define INDEX_STAGE_BYTES 30720  // room for a block's outlier index (INDEX_STAGE_BYTES in icqcodec.linear)
 
 // A 16-byte asynchronous copy from global to shared memory.
 __device__ __forceinline__ void copy_async(void* to, const void* from) {
@@ -455,23 +455,41 @@ __device__ __forceinline__ void copy_async(void* to, const void* from) {
                  "l"(from));
 }
 
-// Starts copying the outlier index of rows first .. first + count - 1 to `store` when it fits
-// there (the index's sections are 16-byte aligned and padded), and gives the view the outlier pass
-// reads; the copy is complete after cp.async.wait_all and a barrier.
-__device__ __forceinline__ IndexView stage_index(const Tensor& t, int first, int count, uint4* store) {
-    IndexView view = t.index_view();
-    const long long group_row = (long long)view.per_row * t.group_bytes;
-    const long long o0 = (long long)first * t.outliers, o1 = o0 + (long long)count * t.outliers;
-    const long long g0 = t.groups + first * group_row, g1 = g0 + count * group_row;
-    const long long oa = o0 & ~15ll, ob = (o1 + 15) & ~15ll, ga = g0 & ~15ll, gb = (g1 + 15) & ~15ll;
-    if ((ob - oa) + (gb - ga) > INDEX_STAGE_BYTES) return view;  // read where it is
-    const int offset_chunks = (int)((ob - oa) >> 4), chunks = offset_chunks + (int)((gb - ga) >> 4);
+// The bytes of the outlier index of rows first .. first + count - 1: its offsets [o0, o1) and
+// group starts [g0, g1), each within the 16-byte aligned run [a, b) that a copy takes (the index's
+// sections are 16-byte aligned and padded).
+struct IndexRange {
+    long long o0, oa, ob, g0, ga, gb;
+
+    __device__ __forceinline__ IndexRange(const Tensor& t, int first, int count) {
+        const long long group_row = (long long)(t.column_groups() - 1) * t.group_bytes;
+        o0 = (long long)first * t.outliers;
+        g0 = t.groups + first * group_row;
+        oa = o0 & ~15ll, ob = (o0 + (long long)count * t.outliers + 15) & ~15ll;
+        ga = g0 & ~15ll, gb = (g0 + count * group_row + 15) & ~15ll;
+    }
+    __device__ __forceinline__ bool fits() const { return (ob - oa) + (gb - ga) <= INDEX_STAGE_BYTES; }
+    __device__ __forceinline__ int offset_chunks() const { return (int)((ob - oa) >> 4); }
+};
+
+// Starts copying the range to `store` when it fits there (complete after cp.async.wait_all and a
+// barrier); false where the outlier pass reads it where it is.
+__device__ __forceinline__ bool stage_index(const Tensor& t, const IndexRange& range, uint4* store) {
+    if (!range.fits()) return false;
+    const int offsets = range.offset_chunks(), chunks = offsets + (int)((range.gb - range.ga) >> 4);
     for (int i = threadIdx.x; i < chunks; i += blockDim.x)
-        copy_async(store + i, t.index + (i < offset_chunks ? oa + 16ll * i : ga + 16ll * (i - offset_chunks)));
+        copy_async(store + i, t.index + (i < offsets ? range.oa + 16ll * i : range.ga + 16ll * (i - offsets)));
     asm volatile("cp.async.commit_group;\n" ::);
+    return true;
+}
+
+// The view of the range as stage_index copied it to `store`, rows from `first` on.
+__device__ __forceinline__ IndexView staged_view(const Tensor& t, const IndexRange& range, int first,
+                                                 const uint4* store) {
+    IndexView view = t.index_view();
     const unsigned char* bytes = (const unsigned char*)store;
-    view.offsets = bytes + (o0 - oa);
-    view.groups = bytes + 16ll * offset_chunks + (g0 - ga);
+    view.offsets = bytes + (range.o0 - range.oa);
+    view.groups = bytes + 16ll * range.offset_chunks() + (range.g0 - range.ga);
     view.first = first;
     return view;
 }
@@ -501,6 +519,84 @@ __device__ __forceinline__ void step_codes(const unsigned* row_a, const unsigned
     wa[BITS] = wb[BITS] = 0u;
 }
 
+#ifndef OUTLIER_BATCH
+#define OUTLIER_BATCH 8  // outliers a lane finds the columns of before it loads their codes and activations
+#endif
+
+// Adds to correction[m] row n's outlier corrections x[m, column] (outlier level - inlier level) over
+// column groups k0 .. k1 - 1 that lane j of 16 takes: every 16th outlier, OUTLIER_BATCH at a time,
+// their columns found first so that their code and activation loads are in flight together.
+// `difference`: the row's outlier level less inlier level of every code.
+template <int BITS, int BF16, int MAXM>
+__device__ __forceinline__ void add_corrections(const Tensor& t, const IndexView& index, int n, int k0, int k1, int j,
+                                                const float* difference, const unsigned short* xs,
+                                                long long x_stride, int activations, float* correction) {
+    const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
+    const int end = index.start(n, k1);
+    int k = k0, next = index.start(n, k0 + 1);
+    for (int e0 = index.start(n, k0) + j; e0 < end; e0 += 16 * OUTLIER_BATCH) {
+        int column[OUTLIER_BATCH];
+#pragma unroll
+        for (int b = 0; b < OUTLIER_BATCH; ++b) {
+            const int e = e0 + 16 * b;
+            column[b] = -1;
+            if (e < end) {
+                while (e >= next) next = index.start(n, ++k + 1);
+                column[b] = index.column(n, k, e);
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < OUTLIER_BATCH; ++b) {
+            if (column[b] < 0) break;
+            const float d = difference[code_at<BITS>(codes, column[b])];
+#pragma unroll
+            for (int m = 0; m < MAXM; ++m) {
+                if (m >= activations) break;
+                correction[m] = fmaf(from_bits(xs[m * x_stride + column[b]], BF16), d, correction[m]);
+            }
+        }
+    }
+}
+
+// The outlier pass of a warp: half-warp h takes rows h, h + 2, ... of the tile from n0, 16 lanes a
+// row, over the warp's column groups, and adds each row's corrections to partial[r][m].
+template <int BITS, int BF16, int MAXM>
+__device__ __forceinline__ void outlier_pass(const Tensor& t, const IndexView& index, int n0, int k0, int k1,
+                                             float* differences, const unsigned short* xs, long long x_stride,
+                                             int activations, float (*partial)[MAXM]) {
+    const int lane = threadIdx.x & 31, h = lane >> 4, j = lane & 15;
+    float* difference = differences + h * (1 << BITS);
+    for (int r = h; r < 16; r += 2) {
+        const int n = n0 + r;
+        const bool active = r < MMA_ROWS && n < t.rows;
+        __syncwarp();  // the half-warp's table of differences is free again
+        if (active) {
+            const Row levels = row_levels(t, n, nullptr);
+            for (int q = j; q < (1 << BITS); q += 16) difference[q] = levels.outlier(q) - levels.inlier(q);
+        }
+        __syncwarp();
+        float correction[MAXM];
+#pragma unroll
+        for (int m = 0; m < MAXM; ++m) correction[m] = 0.0f;
+        if (active) add_corrections<BITS, BF16, MAXM>(t, index, n, k0, k1, j, difference, xs, x_stride, activations,
+                                                     correction);
+#pragma unroll
+        for (int m = 0; m < MAXM; ++m) {
+            if (m >= activations) break;
+            float v = correction[m];
+            for (int d = 8; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
+            correction[m] = v;
+        }
+        if (j < activations && active) {
+            float v = correction[0];
+#pragma unroll
+            for (int m = 1; m < MAXM; ++m)
+                if (m == j) v = correction[m];
+            partial[r][j] += v;
+        }
+    }
+}
+
 template <int BITS, int BF16, int TILES>
 __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
                                           int splits, const void* bias, void* y) {
@@ -508,11 +604,12 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
     const Tensor t = TENSOR;
     __shared__ float partial[MMA_WARPS][16][MAXM];
     __shared__ uint4 index_store[INDEX_STAGE_BYTES / 16];
+    __shared__ float difference_store[MMA_WARPS][2 << BITS];  // a table of the row's differences a half-warp
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
     const int tiles = MMA_WARPS / splits, block_n0 = blockIdx.x * tiles * MMA_ROWS;
     const int n0 = block_n0 + (warp / splits) * MMA_ROWS, split = warp % splits;
-    IndexView index = t.index_view();  // to shared memory while the inliers run
-    if (MMA_OUTLIERS && t.outliers) index = stage_index(t, block_n0, min(tiles * MMA_ROWS, t.rows - block_n0), index_store);
+    const IndexRange range(t, block_n0, min(tiles * MMA_ROWS, t.rows - block_n0));
+    const bool staged = MMA_OUTLIERS && t.outliers && stage_index(t, range, index_store);  // while the inliers run
     // This warp's columns: column groups k0 .. k1 - 1, steps s0 .. s1 - 1 (none past the matrix).
     const int groups = t.column_groups(), steps = (t.cols + MMA_STEP - 1) / MMA_STEP;
     const int k0 = n0 < t.rows ? groups * split / splits : 0, k1 = n0 < t.rows ? groups * (split + 1) / splits : 0;
@@ -568,43 +665,15 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
         }
     }
     if (MMA_OUTLIERS && t.outliers) {
-        // The outliers of this warp's columns: half-warp h takes rows h, h + 2, ..., 16 lanes a row.
         asm volatile("cp.async.wait_all;\n" ::);
         __syncthreads();
-        const int h = lane >> 4, j = lane & 15;
-        for (int r = h; r < 16; r += 2) {
-            const int n = n0 + r;
-            float correction[MAXM];
-#pragma unroll
-            for (int m = 0; m < MAXM; ++m) correction[m] = 0.0f;
-            if (r < MMA_ROWS && n < t.rows) {
-                const Row levels = row_levels(t, n, nullptr);
-                const unsigned* codes = (const unsigned*)(t.body + t.codes + (long long)n * t.row_stride);
-                outliers_in(index, n, k0, k1, j, 16, [&](int column) {
-                    const unsigned q = code_at<BITS>(codes, column);
-                    const float difference = levels.outlier(q) - levels.inlier(q);
-#pragma unroll
-                    for (int m = 0; m < MAXM; ++m)
-                        if (m < activations)
-                            correction[m] = fmaf(from_bits(xs[m * x_stride + column], BF16), difference, correction[m]);
-                });
-            }
-#pragma unroll
-            for (int m = 0; m < MAXM; ++m) {
-                if (m >= activations) break;
-                float v = correction[m];
-                for (int d = 8; d > 0; d >>= 1) v += __shfl_xor_sync(0xffffffffu, v, d);
-                correction[m] = v;
-            }
-            __syncwarp();  // the fragments' partial sums above are in shared memory
-            if (j < activations && r < MMA_ROWS) {
-                float v = correction[0];
-#pragma unroll
-                for (int m = 1; m < MAXM; ++m)
-                    if (m == j) v = correction[m];
-                partial[warp][r][j] += v;
-            }
-        }
+        float* differences = difference_store[warp];
+        if (staged)  // a view made from index_store alone, so that its reads compile to shared-memory loads
+            outlier_pass<BITS, BF16, MAXM>(t, staged_view(t, range, block_n0, index_store), n0, k0, k1, differences, xs,
+                                           x_stride, activations, partial[warp]);
+        else
+            outlier_pass<BITS, BF16, MAXM>(t, t.index_view(), n0, k0, k1, differences, xs, x_stride, activations,
+                                           partial[warp]);
     }
     __syncthreads();
     // y: each tile's warps summed in split order.
