@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--cuda-cores", action="store_true",
                         help="also the CUDA-core kernels the tensor-core kernel replaced, on the same weights")  # fmt: skip
     parser.add_argument("--variants", action="store_true",
-                        help="also the one-row CUDA-core kernel at one row, on the same weights")  # fmt: skip
+                        help="also the other kernel at one row (tensor cores or the one-row CUDA-core kernel)")  # fmt: skip
     args = parser.parse_args()
     if args.mma_min_rows:
         icqcodec.torch.MMA_MIN_ROWS = args.mma_min_rows
@@ -138,8 +138,9 @@ def main() -> None:
             layers[f"icq {bits}-bit"] = IcqLinear.from_float(weight, bits=bits, outlier_ratio=args.outlier_ratio,
                                                              dtype="bfloat16", device="cuda")  # fmt: skip
             if args.variants:
-                label = f"icq {bits}-bit, CUDA cores at 1 row"
-                layers[label], settings[label] = layers[f"icq {bits}-bit"], {"MMA_MIN_ROWS": 2}
+                tensor_cores = icqcodec.torch.MMA_MIN_ROWS > 1  # the default at one row is the one-row kernel
+                label = f"icq {bits}-bit, {'tensor cores' if tensor_cores else 'CUDA cores'} at 1 row"
+                layers[label], settings[label] = layers[f"icq {bits}-bit"], {"MMA_MIN_ROWS": 1 if tensor_cores else 2}
             if args.cuda_cores:
                 legacy = IcqLinear(layers[f"icq {bits}-bit"].layout, device="cuda")
                 legacy.tensor_args[MMA] = 0

@@ -549,10 +549,13 @@ __device__ __forceinline__ void add_corrections(const Tensor& t, const IndexView
         for (int b = 0; b < OUTLIER_BATCH; ++b) {
             if (column[b] < 0) break;
             const float d = difference[code_at<BITS>(codes, column[b])];
+            if (activations == 1) {
+                correction[0] = fmaf(from_bits(xs[column[b]], BF16), d, correction[0]);
+            } else {  // predicated rather than a loop that stops, so that every row's load is in flight together
 #pragma unroll
-            for (int m = 0; m < MAXM; ++m) {
-                if (m >= activations) break;
-                correction[m] = fmaf(from_bits(xs[m * x_stride + column[b]], BF16), d, correction[m]);
+                for (int m = 0; m < MAXM; ++m)
+                    if (m < activations)
+                        correction[m] = fmaf(from_bits(xs[m * x_stride + column[b]], BF16), d, correction[m]);
             }
         }
     }

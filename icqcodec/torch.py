@@ -1,8 +1,8 @@
 """``IcqLinear``: a linear layer that runs from its icq payload (optional extra ``icqcodec[torch]``).
 
-On a CUDA device, 1 to 16 rows of float16 or bfloat16 activations go through a tensor-core kernel
-(uniform kind, 1-7 bits; for the others, one row through a kernel that keeps the activations in
-registers and multiplies each code's value, 2 to 16 through a CUDA-core fused kernel). Each reads
+On a CUDA device, one row of float16 or bfloat16 activations (generation) goes through a kernel
+that keeps the activations in registers and multiplies each code's value; 2 to 16 rows through a
+tensor-core kernel (uniform kind, 1-7 bits; a CUDA-core fused kernel for the others). Each reads
 the codes and row parameters as they are stored, and the outliers' columns from the layout's
 outlier index, and never writes the weight to memory; more rows decode the weight to the
 activation dtype once per call and use cuBLAS. On the
@@ -40,7 +40,7 @@ __all__ = ["IcqLinear", "decoded_tensor", "launch", "linear", "mma_linear"]
 
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS, MMA = 4, 10  # indices in Layout.arguments
-MMA_MIN_ROWS = 1  # from how many rows the tensor-core kernel serves a tensor it takes
+MMA_MIN_ROWS = 2  # one row runs faster on the one-row kernel (bench/RESULTS.md)
 
 
 def launch(kernel, tensor_args: list[int], payload: torch.Tensor, index: torch.Tensor, *args,
