@@ -5,11 +5,11 @@ that keeps the activations in registers and multiplies each code's value; 2 to 1
 tensor-core kernel (uniform kind, 1-7 bits; a CUDA-core fused kernel for the others). Each reads
 the codes and row parameters as they are stored, and the outliers' columns from the layout's
 outlier index, and never writes the weight to memory; more rows decode the weight to the
-activation dtype once per call and use cuBLAS. On the
-CPU, and for other activation dtypes, the weight is decoded (numba) and multiplied. The fused path is
-the custom op ``torch.ops.icqcodec.linear``, so ``torch.compile`` and CUDA graphs capture it.
-Results are checked against ``x @ L.T`` in float64 with a stated tolerance (``tests/test_torch.py``);
-``dequantize()`` gives the decoders' exact bits.
+activation dtype once per call and use cuBLAS. On the CPU, and for other activation dtypes, the
+weight is decoded (numba) and multiplied. The fused path is the custom op
+``torch.ops.icqcodec.linear``, so ``torch.compile`` and CUDA graphs capture it. Results are checked
+against ``x @ L.T`` in float64 with a stated tolerance (``tests/test_torch.py``); ``dequantize()``
+gives the decoders' exact bits.
 """
 
 from __future__ import annotations
