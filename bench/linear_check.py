@@ -26,12 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from icqcodec.linear import MAX_FUSED_ROWS  # noqa: E402
-from icqcodec.torch import MMA, IcqLinear, mma_linear  # noqa: E402
+from icqcodec.torch import MMA, SPLITS, IcqLinear, mma_linear  # noqa: E402
 
 TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
 RATIOS = (0.0, 0.01, 0.05, 0.2)
 ACTIVATION_ROWS = (1, 4, 16, 33)
-SPLITS = (1, 2, 4, 8)  # the tensor-core kernel's splits of a tile's columns, each checked
 
 
 def poisoned_allocator(device, size: int = 1 << 22) -> None:

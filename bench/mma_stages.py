@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gemv import CACHE_BYTES, copy_of, timed  # noqa: E402
 
-from icqcodec.torch import IcqLinear, mma_linear  # noqa: E402
+from icqcodec.torch import SPLITS, IcqLinear, mma_linear  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
         layer = IcqLinear.from_float(weight, bits=args.bits, outlier_ratio=ratio, dtype="bfloat16", device="cuda")
         layers[label] = [layer] + [copy_of(layer) for _ in range(-(-CACHE_BYTES // layer.payload.numel()) - 1)]
     variants = [(variant, None) for variant in ("", "MMA_OUTLIERS=0", *args.variant)]
-    variants += [("", splits) for splits in ((1, 2, 4, 8) if args.splits else ())]
+    variants += [("", splits) for splits in (SPLITS if args.splits else ())]
     for variant, splits in variants:
         options = tuple(f"-D{define}" for define in variant.split(",") if define)
         plain = not variant and splits is None

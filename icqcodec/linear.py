@@ -2,8 +2,8 @@
 
 The layout keeps the tensor's payload byte for byte (so it can be written back unchanged) and adds
 its outlier index: for every row its outliers' columns in order, each a byte within its group of
-256 columns, and where each group's outliers start (a byte each, two where a row has 256 outliers or
-more). The kernels read the index, not the gap chains: every outlier's column is a byte away, with
+256 columns, and where each group's outliers start (a byte each; two where a row has 256 outliers or
+more, four from 65536). The kernels read the index, not the gap chains: every outlier's column is a byte away, with
 no chain to walk. The payload is checked on the host before anything is uploaded (the whole decode
 of the numba decoder), and the index is built from its chains (spec section 8). The kernels
 (``linear_kernels.cu``, compiled by NVRTC through CuPy on first use and cached by CuPy) need no
@@ -44,9 +44,9 @@ WAVE_WARPS = 24  # warps a multiprocessor that the tensor-core kernel's split ai
 @dataclass(frozen=True)
 class OutlierIndex:
     """Where each row's outliers are: ``offsets`` (rows x outliers, uint8), their columns in order,
-    each less the first column of its group of 256; ``groups`` (rows x (groups - 1), uint8 where a
-    row has fewer than 256 outliers, else uint16), the index within the row of each group's first
-    outlier, from group 1 on (group 0 starts at 0)."""
+    each less the first column of its group of 256; ``groups`` (rows x (groups - 1); uint8 where a
+    row has fewer than 256 outliers, uint16 where fewer than 65536, else uint32: :func:`group_bytes`),
+    the index within the row of each group's first outlier, from group 1 on (group 0 starts at 0)."""
 
     offsets: np.ndarray
     groups: np.ndarray
@@ -72,7 +72,7 @@ class OutlierIndex:
 
 def group_bytes(outliers: int) -> int:
     """Bytes of each group start in the outlier index of a tensor with ``outliers`` a row."""
-    return 1 if outliers < 256 else 2
+    return 1 if outliers < 1 << 8 else 2 if outliers < 1 << 16 else 4
 
 
 def _aligned(size: int) -> int:
@@ -146,7 +146,7 @@ def outlier_index(record: TensorRecord, chunk_log2: int, read_at, start: int) ->
                                p.total_symbols)  # fmt: skip
     groups = -(-record.cols // (1 << GROUP_LOG2))
     offsets = np.zeros((record.rows, p.outliers), np.uint8)
-    starts_of_groups = np.zeros((record.rows, groups - 1), np.uint8 if group_bytes(p.outliers) == 1 else np.uint16)
+    starts_of_groups = np.zeros((record.rows, groups - 1), f"u{group_bytes(p.outliers)}")
     _outlier_columns(_words(read_at, start, sections["gaps"]), starts, segments, record.cols, p.gap_bits,
                      p.segment_log2, offsets, starts_of_groups)  # fmt: skip
     return OutlierIndex(offsets, starts_of_groups)

@@ -25,13 +25,15 @@
 struct IndexView {
     const unsigned char* offsets;  // of row `first` on, `outliers` a row: each column less its group's first
     const unsigned char* groups;   // of row `first` on, `per_row` a row: start(n, k) for k = 1 .. per_row
+                                   // (group_bytes 1, 2 or 4 each)
     int first, outliers, per_row, group_bytes;
 
     __device__ __forceinline__ int start(int n, int k) const {
         if (k <= 0) return 0;
         if (k > per_row) return outliers;
         const long long i = (long long)(n - first) * per_row + k - 1;
-        return group_bytes == 1 ? groups[i] : ((const unsigned short*)groups)[i];
+        if (group_bytes == 1) return groups[i];
+        return group_bytes == 2 ? ((const unsigned short*)groups)[i] : (int)((const unsigned*)groups)[i];
     }
     __device__ __forceinline__ int column(int n, int k, int e) const {
         return (k << GROUP_LOG2) | offsets[(long long)(n - first) * outliers + e];

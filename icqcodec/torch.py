@@ -41,6 +41,7 @@ __all__ = ["IcqLinear", "decoded_tensor", "launch", "linear", "mma_linear"]
 FUSED_DTYPES = (torch.float16, torch.bfloat16)
 ROWS, MMA = 4, 10  # indices in Layout.arguments
 MMA_MIN_ROWS = 2  # one row runs faster on the one-row kernel (bench/RESULTS.md)
+SPLITS = (1, 2, 4, 8)  # the tensor-core kernel's splits of a tile's columns over the warps of a block
 
 
 def launch(kernel, tensor_args: list[int], payload: torch.Tensor, index: torch.Tensor, *args,
@@ -94,6 +95,8 @@ def mma_linear(x: torch.Tensor, payload: torch.Tensor, index: torch.Tensor, tens
     """``linear`` by the tensor-core kernel, for 1-16 rows of contiguous ``x`` (``bias`` in its
     dtype); ``options``: more compiler options (``-D`` values of the kernel's tunables);
     ``splits``: warps a tile's columns are split over (1, 2, 4 or 8; default ``mma_splits``)."""
+    if splits not in (None, *SPLITS):
+        raise ValueError(f"splits must be one of {SPLITS}, got {splits!r}")
     rows, cols, bits, outliers = tensor_args[ROWS : ROWS + 4]
     y = torch.empty((x.shape[0], rows), dtype=x.dtype, device=x.device)
     kernel = mma_kernel(bits, x.dtype == torch.bfloat16, 1 if x.shape[0] <= 8 else 2, options)

@@ -54,7 +54,7 @@ def read_as_kernels(layout) -> np.ndarray:
     groups_at, width = args[3], args[8]
     per_row = -(-record.cols // (1 << GROUP_LOG2)) - 1
     offsets = layout.index[: record.rows * p.outliers].reshape(record.rows, p.outliers)
-    starts = layout.index[groups_at : groups_at + record.rows * per_row * width].view("<u2" if width == 2 else "u1")
+    starts = layout.index[groups_at : groups_at + record.rows * per_row * width].view(f"<u{width}")
     starts = starts.reshape(record.rows, per_row)
     out = np.zeros((record.rows, p.outliers), np.int64)
     for n in range(record.rows):
@@ -78,7 +78,7 @@ def test_the_index_gives_every_outlier_column_in_order(rng, bits, ratio, segment
     index = outlier_index(layout.record, layout.chunk_log2, bytes_reader(data)[0], header.data_offset)
     assert np.array_equal(index.columns(), expected)
     assert np.array_equal(read_as_kernels(layout), expected)
-    assert index.groups.dtype == (np.uint8 if group_bytes(layout.record.params.outliers) == 1 else np.uint16)
+    assert index.groups.dtype == np.dtype(f"u{group_bytes(layout.record.params.outliers)}")
 
 
 def test_the_index_sections_are_aligned_for_the_kernels_copies(rng):
@@ -87,6 +87,13 @@ def test_the_index_sections_are_aligned_for_the_kernels_copies(rng):
     assert layout.record.params.outliers >= 256  # two-byte group starts
     assert layout.index_groups % 16 == 0 and layout.index.size % 16 == 0
     assert layout.index.size >= layout.index_groups + 7 * (-(-6000 // 256) - 1) * 2
+
+
+def test_rows_of_65536_outliers_or_more_take_four_byte_group_starts(rng):
+    w = (rng.standard_t(4, size=(2, 70000)) * 0.02).astype(np.float32)
+    layout = load_layout(encoded(w, bits=2, outlier_ratio=1.0), "w")
+    assert layout.record.params.outliers >= 1 << 16 and layout.arguments[8] == 4
+    assert np.array_equal(read_as_kernels(layout), expected_columns(layout))
 
 
 def test_a_tensor_without_outliers_has_an_empty_index(rng):

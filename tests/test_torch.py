@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import icqcodec  # noqa: E402
 from icqcodec import files  # noqa: E402
 from icqcodec.container import bytes_reader, read_header  # noqa: E402
-from icqcodec.torch import MMA, IcqLinear  # noqa: E402
+from icqcodec.torch import MMA, IcqLinear, mma_linear  # noqa: E402
 
 TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-6}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -50,6 +50,14 @@ def test_matches_float64_reference(rng, device, bits, quantizer, ratio, segment_
 def test_the_tensor_core_kernel_serves_the_uniform_kind_below_8_bits(rng, bits, quantizer, served):
     layer = IcqLinear.from_float(weight(rng, 4, 64), bits=bits, quantizer=quantizer, device="cpu")
     assert layer.tensor_args[MMA] == int(served)
+
+
+@pytest.mark.parametrize("splits", [0, 3, 16])
+def test_the_tensor_core_kernel_refuses_a_split_it_has_no_layout_for(rng, splits):
+    layer = IcqLinear.from_float(weight(rng, 4, 64), bits=2, device="cpu")
+    x = torch.zeros(2, 64, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="splits must be one of"):
+        mma_linear(x, layer.payload, layer.index, layer.tensor_args, None, splits=splits)
 
 
 @pytest.mark.parametrize("device", DEVICES)
