@@ -16,6 +16,10 @@ and exported, loaded with ``from_pretrained`` after ``import icqcodec.hf``.
     python bench/hf_loading.py loads DIR [--device cuda] [--loads N]
                                                  the ``from_pretrained`` times alone, DIR/icq against
                                                  DIR/original (as in ``check``)
+    python bench/hf_loading.py phases DIR [--device cuda] [--loads N]
+                                                 DIR/icq's loads beside the same with its checks after
+                                                 loading left out and DIR/original's, interleaved, and
+                                                 the checks alone (every layer's ``prepare``)
     python bench/hf_loading.py llama8b DIR --device cuda [--scale 1]
                                                  a Llama-3-8B-shaped model with random weights: load time
                                                  of its 2-bit directory against its bfloat16 one
@@ -112,21 +116,55 @@ def load_seconds(paths: list[Path], device: str, dtype: str = "bfloat16", loads:
     """Median ``from_pretrained`` seconds of each directory, their loads interleaved (so that the
     machine's drift falls on both), after one load of each (page cache and kernel cache warm). The
     garbage of the load before is collected before each, untimed: it is not this load's cost."""
-    for path in paths:
-        load(path, device, dtype)
-    times: list[list[float]] = [[] for _ in paths]
+    return timed_loads([lambda path=path: load(path, device, dtype) for path in paths], device, loads)
+
+
+def timed_loads(loaders: list, device: str, loads: int) -> list[float]:
+    """Median seconds of each loader (as :func:`load_seconds` times directories)."""
+    for loader in loaders:
+        loader()
+    times: list[list[float]] = [[] for _ in loaders]
     for _ in range(loads):
-        for path, taken in zip(paths, times, strict=True):
+        for loader, taken in zip(loaders, times, strict=True):
             gc.collect()
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model = load(path, device, dtype)
+            model = loader()
             if device == "cuda":
                 torch.cuda.synchronize()
             taken.append(time.perf_counter() - start)
             del model
     return [statistics.median(taken) for taken in times]
+
+
+def phases(folder: Path, device: str, dtype: str, loads: int) -> dict:
+    """Where the icq load's time goes beyond the plain one: loads of DIR/icq, of DIR/icq with the
+    checks after loading left out (for timing alone: its layers are then never checked) and of
+    DIR/original, interleaved; and those checks alone (``prepare`` of every layer, median of 5)."""
+    from icqcodec.hf import IcqHfQuantizer, IcqModelLinear
+
+    checks = IcqHfQuantizer._process_model_after_weight_loading
+
+    def unchecked():
+        IcqHfQuantizer._process_model_after_weight_loading = lambda self, model, **kwargs: model
+        try:
+            return load(folder / "icq", device, dtype)
+        finally:
+            IcqHfQuantizer._process_model_after_weight_loading = checks
+
+    icq, bare, plain = timed_loads([lambda: load(folder / "icq", device, dtype), unchecked,
+                                    lambda: load(folder / "original", device, dtype)], device, loads)  # fmt: skip
+    layers = [m for m in load(folder / "icq", device, dtype).modules() if isinstance(m, IcqModelLinear)]
+    alone = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for layer in layers:
+            layer.prepare()
+        alone.append(time.perf_counter() - start)
+    return {"load_seconds_icq": icq, "load_seconds_icq_unchecked": bare, "load_seconds_plain": plain,
+            "icq_over_plain": icq / plain, "unchecked_over_plain": bare / plain, "layers": len(layers),
+            "checks_alone_seconds": statistics.median(alone)}  # fmt: skip
 
 
 def check(folder: Path, device: str, dtype: str, loads: int = LOADS) -> dict:
@@ -262,7 +300,7 @@ def llama8b(folder: Path, device: str, scale: int = 1) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "check", "loads", "llama8b"])
+    parser.add_argument("step", choices=["prepare", "check", "loads", "phases", "llama8b"])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
@@ -278,6 +316,9 @@ def main() -> None:
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.step == "prepare":
         prepare(args.folder, args.dtype, args.bits)
+        return
+    if args.step == "phases":
+        print(json.dumps(phases(args.folder, args.device, args.dtype, args.loads)))
         return
     if args.step == "loads":
         icq, plain = load_seconds([args.folder / "icq", args.folder / "original"], args.device, args.dtype, args.loads)
