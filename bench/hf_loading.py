@@ -140,18 +140,18 @@ def timed_loads(loaders: list, device: str, loads: int) -> list[float]:
 
 def phases(folder: Path, device: str, dtype: str, loads: int) -> dict:
     """Where the icq load's time goes beyond the plain one: loads of DIR/icq, of DIR/icq with the
-    checks after loading left out (for timing alone: its layers are then never checked) and of
-    DIR/original, interleaved; and those checks alone (``prepare`` of every layer, median of 5)."""
-    from icqcodec.hf import IcqHfQuantizer, IcqModelLinear
+    checks after loading left out (every layer's ``prepare``, for timing alone: its layers are then
+    never checked) and of DIR/original, interleaved; and those checks alone (median of 5)."""
+    from icqcodec.hf import IcqModelLinear
 
-    checks = IcqHfQuantizer._process_model_after_weight_loading
+    checks = IcqModelLinear.prepare
 
     def unchecked():
-        IcqHfQuantizer._process_model_after_weight_loading = lambda self, model, **kwargs: model
+        IcqModelLinear.prepare = lambda self: None
         try:
             return load(folder / "icq", device, dtype)
         finally:
-            IcqHfQuantizer._process_model_after_weight_loading = checks
+            IcqModelLinear.prepare = checks
 
     icq, bare, plain = timed_loads([lambda: load(folder / "icq", device, dtype), unchecked,
                                     lambda: load(folder / "original", device, dtype)], device, loads)  # fmt: skip
