@@ -9,7 +9,7 @@ writes it back byte for byte. ``model.dequantize()`` gives a plain float model w
 
 On CUDA, with CuPy, float16 and bfloat16 activations run through the fused kernels of
 :mod:`icqcodec.torch` from the payload (nothing more than the payload and its outlier index, a byte
-an outlier and one or two per row and group of 256 columns, stays on the GPU). Elsewhere (the CPU,
+an outlier and one to four per row and group of 256 columns, stays on the GPU). Elsewhere (the CPU,
 other dtypes) the first call decodes the weight and the layer keeps it in the activations' dtype:
 memory as the float model's layer, plus the payload.
 """

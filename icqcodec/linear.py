@@ -2,12 +2,12 @@
 
 The layout keeps the tensor's payload byte for byte (so it can be written back unchanged) and adds
 its outlier index: for every row its outliers' columns in order, each a byte within its group of
-256 columns, and where each group's outliers start (a byte each; two where a row has 256 outliers or
-more, four from 65536). The kernels read the index, not the gap chains: every outlier's column is a byte away, with
-no chain to walk. The payload is checked on the host before anything is uploaded (the whole decode
-of the numba decoder), and the index is built from its chains (spec section 8). The kernels
-(``linear_kernels.cu``, compiled by NVRTC through CuPy on first use and cached by CuPy) need no
-torch; :mod:`icqcodec.torch` wraps them in a module.
+256 columns, and where each group's outliers start (a byte each; two where a row has 256 outliers
+or more, four from 65536). The kernels read the index, not the gap chains: every outlier's column
+is a byte away, with no chain to walk. The payload is checked on the host before anything is
+uploaded (the whole decode of the numba decoder), and the index is built from its chains (spec
+section 8). The kernels (``linear_kernels.cu``, compiled by NVRTC through CuPy on first use and
+cached by CuPy) need no torch; :mod:`icqcodec.torch` wraps them in a module.
 """
 
 from __future__ import annotations

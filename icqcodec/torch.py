@@ -121,7 +121,7 @@ class IcqLinear(torch.nn.Module):
 
     Buffers: ``payload`` (uint8, the tensor's payload exactly as in the file) and ``index`` (uint8,
     its outlier index: :class:`icqcodec.linear.OutlierIndex`), ``bias`` if given. Resident bytes
-    are the payload plus a byte per outlier and one or two per row and group of 256 columns.
+    are the payload plus a byte per outlier and one to four per row and group of 256 columns.
     """
 
     def __init__(self, layout: Layout, bias: torch.Tensor | None = None, device=None) -> None:
