@@ -329,20 +329,20 @@ extern "C" __global__ void __launch_bounds__(256) icq_gemv(TENSOR_ARGS, const vo
 }
 
 // Tensor-core kernel for 1-16 rows of activations, uniform kind, 1-7 bits. A warp takes a tile of
-// 15 weight rows and a 16th row of ones, whose product is the activations' sum, over a range of
+// 15 weight rows and a 16th, the ones row, whose product is the activations' sum, over a range of
 // whole column groups: one warp the whole row on a tall matrix, up to 8 warps splitting it on a
 // short one (`splits`, from icqcodec.linear.mma_splits), so that every shape fills the GPU in about
 // one wave. It steps 128 columns at a time, with the codes of the next steps in flight (Depth) and
 // the activations of the next one. Lane (g, t) of a warp (g = lane / 4, t = lane % 4) reads
-// columns 32t..32t+31 of every 128: the `BITS` whole code words of rows g and g + 8 and, when g is
-// an activation row, those 32 activations. Codes become bfloat16 (or float16) pairs by the magic
-// number (128 + q, or 1024 + q, exact) less the magic, two codes per instruction; which two columns
-// form a pair is fixed by where the codes sit in their word, and the activations are permuted into
-// the same pairs (one byte permute a register) instead of the codes being moved. The mma's float32
-// sums give each row's sum(x v(q)), and the level offset + scale v(q) is applied after (spec
-// section 7). The block's outlier index is copied to shared memory while the inliers run; then each
-// warp adds its own range's outlier corrections, 16 lanes a row, and the block sums the warps of a
-// tile in a fixed order, so every call gives the same bits.
+// columns 32t..32t+31 of every 128: the `BITS` whole code words of rows g and g + 8 and those 32
+// activations of row g (or the last). Codes become bfloat16 (or float16) pairs by the magic number
+// (128 + q, or 1024 + q, exact), one instruction a pair (Pairs: which two columns, and one shift
+// for several pairs); the activations are permuted into the same pairs (one byte permute a
+// register) instead of the codes being moved. The mma's float32 sums give each row's sum(x v(q)),
+// and the level offset + scale v(q) is applied after (spec section 7). The block's outlier index is
+// copied to shared memory while the inliers run; then each warp adds its own range's outlier
+// corrections, 16 lanes a row, and the block sums the warps of a tile in a fixed order, so every
+// call gives the same bits.
 #define MMA_ROWS 15
 #define MMA_WARPS 8
 #define MMA_STEP 128  // columns a warp takes per step: two steps a column group
@@ -362,27 +362,82 @@ __device__ __forceinline__ void mma_16816(float* c, unsigned a0, unsigned a1, un
             : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// The columns (within a lane's 32) of code pair p: for a width dividing 16, the two codes 16 bits
-// apart in one word; otherwise columns p and p + 16.
+// The 16 code pairs of a lane's 32 columns in a step, in the order the mma's take them. For a width
+// dividing 16 a pair is two codes 16 bits apart in one word (columns c and c + 16 / BITS of the
+// word's); one shift of the word then serves the `window` pairs whose codes lie in the 16-bit
+// float's mantissa together, each at its own power of two 2^(BITS u) (u: its place in the window,
+// the pair's set). Pairs are ordered by set, so that each mma takes pairs of one set and sums them
+// in that set's accumulators, scaled back once at the end. Other widths pair columns k and k + 16,
+// one set.
 template <int BITS>
 struct Pairs {
     static constexpr bool in_word = 16 % BITS == 0;
-    static constexpr int per_word = in_word ? 16 / BITS : 1;
-    __device__ static constexpr int low(int p) { return in_word ? (p / per_word) * (32 / BITS) + p % per_word : p; }
-    __device__ static constexpr int high(int p) { return in_word ? low(p) + 16 / BITS : p + 16; }
+    static constexpr int half = in_word ? 16 / BITS : 16;                          // pairs a word
+    static constexpr int window = !in_word ? 1 : BITS == 1 ? 2 : BITS == 2 ? 3 : 1;  // codes in 7 mantissa bits
+    static constexpr int sets = window;
+    static constexpr int words = in_word ? BITS : 1;  // words a row a lane a step
+
+    // Pair k as its word times `half` plus its place in the word.
+    __host__ __device__ static constexpr int slot(int k) {
+        int n = 0;
+        for (int u = 0; u < window; ++u)
+            for (int i = 0; i < words; ++i)
+                for (int c = u; c < half; c += window)
+                    if (n++ == k) return i * half + c;
+        return -1;
+    }
+    __host__ __device__ static constexpr int word(int k) { return in_word ? slot(k) / half : 0; }
+    __host__ __device__ static constexpr int set(int k) { return in_word ? slot(k) % half % window : 0; }
+    __host__ __device__ static constexpr int shift(int k) { return BITS * window * (slot(k) % half / window); }
+    __host__ __device__ static constexpr int low(int k) {
+        return in_word ? word(k) * 2 * half + slot(k) % half : k;
+    }
+    __host__ __device__ static constexpr int high(int k) { return low(k) + half; }
+    // Every mma's two pairs of a row are of one set.
+    __host__ __device__ static constexpr bool sets_even() {
+        for (int k = 0; k < 16; k += 2)
+            if (set(k) != set(k + 1)) return false;
+        return true;
+    }
+    static_assert(sets_even(), "an mma takes two pairs of one set");
 };
 
-// Pair p of a lane's codes as two 16-bit floats (the low column in the low half), exactly q.
+// The 16-bit float whose mantissa's low bits are those of a word: 2^7 (bfloat16) or 2^10 (float16).
+template <int BF16>
+struct Magic {
+    static constexpr unsigned pair = BF16 ? 0x43004300u : 0x64006400u;
+    static constexpr float value = BF16 ? 128.0f : 1024.0f;
+};
+
+// Whether the magic stays in the products: in bfloat16 the mma's float32 sums lose about 2^-17 of
+// the row's scale to it (bench/RESULTS.md), and the ones row, then codes 0, takes it out once; in
+// float16 its 2^10 would cost a tenth of the output's precision, so each pair is less the magic.
+template <int BF16>
+struct Fold {
+    static constexpr bool magic = BF16 != 0;
+};
+
+// (a & mask) | bits in one instruction (the compiler splits it in two where both are constants).
+__device__ __forceinline__ unsigned masked_or(unsigned a, unsigned mask, unsigned bits) {
+    unsigned r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(mask), "r"(bits));
+    return r;
+}
+
+// Pair k of a lane's codes as two 16-bit floats (the low column in the low half): q 2^(BITS set),
+// plus the magic where it is folded.
 template <int BITS, int BF16>
-__device__ __forceinline__ unsigned code_pair(const unsigned* w, int p) {
-    constexpr unsigned magic = BF16 ? 0x43004300u : 0x64006400u, mask = (1u << BITS) - 1;
+__device__ __forceinline__ unsigned code_pair(const unsigned* w, int k) {
+    using P = Pairs<BITS>;
+    constexpr unsigned magic = Magic<BF16>::pair, mask = (1u << BITS) - 1;
     unsigned bits;
-    if (Pairs<BITS>::in_word) {
-        const int low = Pairs<BITS>::low(p);
-        bits = ((w[low * BITS >> 5] >> ((low * BITS) & 31)) & (mask | mask << 16)) | magic;
+    if (P::in_word) {
+        const int place = BITS * P::set(k);
+        bits = masked_or(w[P::word(k)] >> P::shift(k), mask << place | mask << (16 + place), magic);
     } else {
-        bits = code_at<BITS>(w, Pairs<BITS>::low(p)) | code_at<BITS>(w, Pairs<BITS>::high(p)) << 16 | magic;
+        bits = code_at<BITS>(w, P::low(k)) | code_at<BITS>(w, P::high(k)) << 16 | magic;
     }
+    if (Fold<BF16>::magic) return bits;
     if (BF16) {
         __nv_bfloat162 v = __hsub2(*(__nv_bfloat162*)&bits, *(const __nv_bfloat162*)&magic);
         return *(unsigned*)&v;
@@ -391,10 +446,10 @@ __device__ __forceinline__ unsigned code_pair(const unsigned* w, int p) {
     return *(unsigned*)&v;
 }
 
-// Pair p of a lane's 32 activations (xw[k] holds columns 2k and 2k + 1).
+// Pair k of a lane's 32 activations (xw[i] holds columns 2i and 2i + 1).
 template <int BITS>
-__device__ __forceinline__ unsigned activation_pair(const unsigned* xw, int p) {
-    const int low = Pairs<BITS>::low(p), high = Pairs<BITS>::high(p);
+__device__ __forceinline__ unsigned activation_pair(const unsigned* xw, int k) {
+    const int low = Pairs<BITS>::low(k), high = Pairs<BITS>::high(k);
     return __byte_perm(xw[low >> 1], xw[high >> 1], (low & 1 ? 0x32 : 0x10) | (high & 1 ? 0x7600 : 0x5400));
 }
 
@@ -429,11 +484,10 @@ __device__ __forceinline__ void load_activations(const unsigned short* x, int av
 
 // The tensor-core kernel's tunables, each defined here unless the compiler's options define it
 // (bench/mma_stages.py --variant NAME=VALUE times other values).
-#ifdef MMA_MIN_BLOCKS  // blocks a multiprocessor the registers are budgeted for
-#define MMA_LAUNCH_BOUNDS __launch_bounds__(256, MMA_MIN_BLOCKS)
-#else
-#define MMA_LAUNCH_BOUNDS __launch_bounds__(256)
+#ifndef MMA_MIN_BLOCKS  // blocks a multiprocessor the registers are budgeted for (two: 128 a thread)
+#define MMA_MIN_BLOCKS 2
 #endif
+#define MMA_LAUNCH_BOUNDS __launch_bounds__(256, MMA_MIN_BLOCKS)
 #ifndef MMA_OUTLIERS
 #define MMA_OUTLIERS 1  // 0 leaves the outlier corrections out (wrong results: for timing the stages apart)
 #endif
@@ -444,7 +498,7 @@ struct Depth {
 #ifdef MMA_DEPTH
     static constexpr int steps = MMA_DEPTH;
 #else
-    static constexpr int steps = TILES == 1 ? (BITS <= 2 ? 8 : BITS <= 4 ? 4 : 2) : (BITS <= 2 ? 4 : 2);
+    static constexpr int steps = TILES == 1 && BITS <= 4 ? 4 : 2;  // more cost registers: fewer warps (RESULTS)
 #endif
     static_assert(steps % 2 == 0, "the activations alternate between two buffers");
 };
@@ -496,14 +550,45 @@ __device__ __forceinline__ IndexView staged_view(const Tensor& t, const IndexRan
     return view;
 }
 
-// The activations of one step for the lane: row g (+ 8 in the second tile) of columns `column` on.
+template <bool B>
+struct Flag {
+    static constexpr bool value = B;
+};
+
+// A lane's whole code words of a step (16-byte aligned rows) and its 32 activations (16-byte aligned).
+template <int BITS>
+__device__ __forceinline__ void whole_codes(const unsigned* row, unsigned* w) {
+    if (BITS == 4) {
+        const uint4 v = *(const uint4*)row;
+        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+    } else if (BITS == 2) {
+        const uint2 v = *(const uint2*)row;
+        w[0] = v.x, w[1] = v.y;
+    } else {
+#pragma unroll
+        for (int i = 0; i < BITS; ++i) w[i] = row[i];
+        if (!Pairs<BITS>::in_word) w[BITS] = 0u;
+    }
+}
+
+__device__ __forceinline__ void whole_activations(const unsigned short* x, unsigned* xw) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 v = ((const uint4*)x)[i];
+        xw[4 * i] = v.x, xw[4 * i + 1] = v.y, xw[4 * i + 2] = v.z, xw[4 * i + 3] = v.w;
+    }
+}
+
+// The activations of one step for the lane: row g (+ 8 in the second tile) of columns `column` on, or
+// the last row where there are fewer, so that no lane branches (an mma's columns are independent:
+// those of rows past the activations are never read).
 template <int TILES>
 __device__ __forceinline__ void step_activations(const unsigned short* xs, long long x_stride, int activations,
                                                  int g, int column, int cols, bool vectors, unsigned (*xw)[16]) {
 #pragma unroll
     for (int tile = 0; tile < TILES; ++tile) {
-        const int m = g + 8 * tile;
-        if (m < activations && column < cols)
+        const int m = min(g + 8 * tile, activations - 1);
+        if (column < cols)
             load_activations(xs + m * x_stride + column, cols - column, vectors, xw[tile]);
         else {
 #pragma unroll
@@ -512,13 +597,14 @@ __device__ __forceinline__ void step_activations(const unsigned short* xs, long 
     }
 }
 
+// Code words of a step for rows a and b (none for b in the ones row: codes 0).
 template <int BITS>
-__device__ __forceinline__ void step_codes(const unsigned* row_a, const unsigned* row_b, int step, int s1, int q4,
-                                           int row_words, unsigned* wa, unsigned* wb) {
+__device__ __forceinline__ void step_codes(const unsigned* row_a, const unsigned* row_b, bool ones, int step, int s1,
+                                           int q4, int row_words, unsigned* wa, unsigned* wb) {
     const int w0 = (step * 4 + q4) * BITS, available = step < s1 ? row_words - w0 : 0;
     load_codes<BITS>(row_a + w0, available, wa);
-    load_codes<BITS>(row_b + w0, available, wb);
-    wa[BITS] = wb[BITS] = 0u;
+    load_codes<BITS>(row_b + w0, ones ? 0 : available, wb);
+    if (!Pairs<BITS>::in_word) wa[BITS] = wb[BITS] = 0u;  // code_at's look at the next word
 }
 
 #ifndef OUTLIER_BATCH
@@ -605,11 +691,13 @@ __device__ __forceinline__ void outlier_pass(const Tensor& t, const IndexView& i
 template <int BITS, int BF16, int TILES>
 __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long x_stride, int activations,
                                           int splits, const void* bias, void* y) {
-    constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS, TILES>::steps;
+    using P = Pairs<BITS>;
+    constexpr int MAXM = 8 * TILES, DEPTH = Depth<BITS, TILES>::steps, SETS = P::sets, WORDS = BITS + !P::in_word;
+    constexpr bool FOLD = Fold<BF16>::magic;
     const Tensor t = TENSOR;
     __shared__ float partial[MMA_WARPS][16][MAXM];
     __shared__ uint4 index_store[INDEX_STAGE_BYTES / 16];
-    __shared__ float difference_store[MMA_WARPS][2 << BITS];  // a table of the row's differences a half-warp
+    __shared__ float difference_store[MMA_WARPS][2 << BITS];  // a half-warp's row's differences
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q4 = lane & 3;
     const int tiles = MMA_WARPS / splits, block_n0 = blockIdx.x * tiles * MMA_ROWS;
     const int n0 = block_n0 + (warp / splits) * MMA_ROWS, split = warp % splits;
@@ -621,52 +709,101 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
     const int s0 = min(2 * k0, steps), s1 = min(2 * k1, steps);
     const int ra = min(n0 + g, t.rows - 1), rb = min(n0 + g + 8, t.rows - 1);
     const bool ones = g == 7;  // row 15 of the tile: the activations' sums
-    const Row la = row_levels(t, ra, nullptr), lb = row_levels(t, rb, nullptr);
     const unsigned* row_a = (const unsigned*)(t.body + t.codes + (long long)ra * t.row_stride);
     const unsigned* row_b = (const unsigned*)(t.body + t.codes + (long long)rb * t.row_stride);
     const unsigned short* xs = (const unsigned short*)x;
     const bool vectors = (((unsigned long long)x) & 15) == 0 && (x_stride & 7) == 0;
     const int row_words = (int)(((long long)t.cols * BITS + 31) >> 5);
     constexpr unsigned one = BF16 ? 0x3F803F80u : 0x3C003C00u;
-    float c[TILES][4];
+    float c[TILES][SETS][4];
 #pragma unroll
-    for (int tile = 0; tile < TILES; ++tile) c[tile][0] = c[tile][1] = c[tile][2] = c[tile][3] = 0.0f;
-    unsigned wa[DEPTH][BITS + 1], wb[DEPTH][BITS + 1], xw[2][TILES][16];
+    for (int tile = 0; tile < TILES; ++tile)
 #pragma unroll
-    for (int d = 0; d < DEPTH; ++d) step_codes<BITS>(row_a, row_b, s0 + d, s1, q4, row_words, wa[d], wb[d]);
+        for (int u = 0; u < SETS; ++u) c[tile][u][0] = c[tile][u][1] = c[tile][u][2] = c[tile][u][3] = 0.0f;
+    unsigned wa[DEPTH][WORDS], wb[DEPTH][WORDS], xw[2][TILES][16];
+#pragma unroll
+    for (int d = 0; d < DEPTH; ++d) step_codes<BITS>(row_a, row_b, ones, s0 + d, s1, q4, row_words, wa[d], wb[d]);
     step_activations<TILES>(xs, x_stride, activations, g, s0 * MMA_STEP + q4 * 32, t.cols, vectors, xw[0]);
-    for (int step0 = s0; step0 < s1; step0 += DEPTH) {
+    // A round: DEPTH steps from step0 (fewer where the range ends), each refilling its ring slot with
+    // the codes DEPTH steps on. In a whole round (every step and every code and activation it loads
+    // whole, aligned) the loads take no per-lane checks.
+    const int whole_steps = t.cols / MMA_STEP;
+    const bool aligned = vectors && ((((unsigned long long)(t.body + t.codes)) | t.row_stride) & 15) == 0;
+    const unsigned short* x_lane[TILES];
+#pragma unroll
+    for (int tile = 0; tile < TILES; ++tile) x_lane[tile] = xs + min(g + 8 * tile, activations - 1) * x_stride + q4 * 32;
+    auto round = [&](auto whole, int step0) {
+        constexpr bool WHOLE = decltype(whole)::value;
 #pragma unroll
         for (int d = 0; d < DEPTH; ++d) {
             const int step = step0 + d;
-            if (step >= s1) break;
-            const int next = step + 1 < s1 ? (step + 1) * MMA_STEP + q4 * 32 : t.cols;  // none past the range
-            step_activations<TILES>(xs, x_stride, activations, g, next, t.cols, vectors, xw[(d + 1) & 1]);
+            if (!WHOLE && step >= s1) break;
+            if (WHOLE) {
+                if (step + 1 < s1)
+#pragma unroll
+                    for (int tile = 0; tile < TILES; ++tile)
+                        whole_activations(x_lane[tile] + (step + 1) * MMA_STEP, xw[(d + 1) & 1][tile]);
+            } else {
+                const int next = step + 1 < s1 ? (step + 1) * MMA_STEP + q4 * 32 : t.cols;  // none past the range
+                step_activations<TILES>(xs, x_stride, activations, g, next, t.cols, vectors, xw[(d + 1) & 1]);
+            }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
                 const unsigned a0 = code_pair<BITS, BF16>(wa[d], 2 * i), a2 = code_pair<BITS, BF16>(wa[d], 2 * i + 1);
-                const unsigned a1 = ones ? one : code_pair<BITS, BF16>(wb[d], 2 * i);
-                const unsigned a3 = ones ? one : code_pair<BITS, BF16>(wb[d], 2 * i + 1);
+                unsigned a1 = code_pair<BITS, BF16>(wb[d], 2 * i), a3 = code_pair<BITS, BF16>(wb[d], 2 * i + 1);
+                if (!FOLD && ones) a1 = a3 = one;
 #pragma unroll
                 for (int tile = 0; tile < TILES; ++tile)
-                    mma_16816<BF16>(c[tile], a0, a1, a2, a3, activation_pair<BITS>(xw[d & 1][tile], 2 * i),
+                    mma_16816<BF16>(c[tile][P::set(2 * i)], a0, a1, a2, a3, activation_pair<BITS>(xw[d & 1][tile], 2 * i),
                                     activation_pair<BITS>(xw[d & 1][tile], 2 * i + 1));
             }
-            step_codes<BITS>(row_a, row_b, step + DEPTH, s1, q4, row_words, wa[d], wb[d]);
+            if (WHOLE) {
+                if (step + DEPTH < s1) {
+                    const int w0 = ((step + DEPTH) * 4 + q4) * BITS;
+                    whole_codes<BITS>(row_a + w0, wa[d]);
+                    if (ones) {
+#pragma unroll
+                        for (int i = 0; i < WORDS; ++i) wb[d][i] = 0u;
+                    } else {
+                        whole_codes<BITS>(row_b + w0, wb[d]);
+                    }
+                }
+            } else {
+                step_codes<BITS>(row_a, row_b, ones, step + DEPTH, s1, q4, row_words, wa[d], wb[d]);
+            }
         }
+    };
+    for (int step0 = s0; step0 < s1; step0 += DEPTH) {
+        if (aligned && min(s1, step0 + 2 * DEPTH) <= whole_steps)
+            round(Flag<true>(), step0);
+        else
+            round(Flag<false>(), step0);
     }
     // This warp's share of y: offset * sum(x) + scale * sum(x v(q)) for rows g and g + 8, activation
-    // rows 2t, 2t + 1 (+ 8 in the second tile); the sums sit in lane (7, t)'s second row.
+    // rows 2t, 2t + 1 (+ 8 in the second tile); the ones row's sums sit in lane (7, t)'s second row,
+    // and each set's sums are 2^(BITS set) times their codes'.
+    const Row la = row_levels(t, ra, nullptr), lb = row_levels(t, rb, nullptr);
 #pragma unroll
     for (int tile = 0; tile < TILES; ++tile) {
-        const float sum0 = __shfl_sync(0xffffffffu, c[tile][2], 28 + q4);
-        const float sum1 = __shfl_sync(0xffffffffu, c[tile][3], 28 + q4);
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+        for (int u = 0; u < SETS; ++u) {
+            const float o0 = __shfl_sync(0xffffffffu, c[tile][u][2], 28 + q4);
+            const float o1 = __shfl_sync(0xffffffffu, c[tile][u][3], 28 + q4);
+            const float place = 1.0f / (float)(1 << (BITS * u)), m0 = FOLD ? o0 : 0.0f, m1 = FOLD ? o1 : 0.0f;
+            v[0] = fmaf(c[tile][u][0] - m0, place, v[0]);
+            v[1] = fmaf(c[tile][u][1] - m1, place, v[1]);
+            v[2] = fmaf(c[tile][u][2] - m0, place, v[2]);
+            v[3] = fmaf(c[tile][u][3] - m1, place, v[3]);
+            sum0 += o0, sum1 += o1;
+        }
+        if (FOLD) sum0 *= 1.0f / Magic<BF16>::value, sum1 *= 1.0f / Magic<BF16>::value;  // exact
         const int m = 8 * tile + 2 * q4;
-        partial[warp][g][m] = fmaf(la.offset, sum0, la.scale * c[tile][0]);
-        partial[warp][g][m + 1] = fmaf(la.offset, sum1, la.scale * c[tile][1]);
+        partial[warp][g][m] = fmaf(la.offset, sum0, la.scale * v[0]);
+        partial[warp][g][m + 1] = fmaf(la.offset, sum1, la.scale * v[1]);
         if (!ones) {
-            partial[warp][g + 8][m] = fmaf(lb.offset, sum0, lb.scale * c[tile][2]);
-            partial[warp][g + 8][m + 1] = fmaf(lb.offset, sum1, lb.scale * c[tile][3]);
+            partial[warp][g + 8][m] = fmaf(lb.offset, sum0, lb.scale * v[2]);
+            partial[warp][g + 8][m + 1] = fmaf(lb.offset, sum1, lb.scale * v[3]);
         }
     }
     if (MMA_OUTLIERS && t.outliers) {
