@@ -409,9 +409,9 @@ struct Magic {
     static constexpr float value = BF16 ? 128.0f : 1024.0f;
 };
 
-// Whether the magic stays in the products: in bfloat16 the mma's float32 sums lose about 2^-17 of
-// the row's scale to it (bench/RESULTS.md), and the ones row, then codes 0, takes it out once; in
-// float16 its 2^10 would cost a tenth of the output's precision, so each pair is less the magic.
+// Whether the magic stays in the products: in bfloat16 the mma's float32 sums lose about 2e-5 of
+// a row's sum to it (bench/RESULTS.md), and the ones row, then codes 0, takes it out once; in
+// float16 its 2^10 would cost about a third of the output's rounding, so each pair is less the magic.
 template <int BF16>
 struct Fold {
     static constexpr bool magic = BF16 != 0;
@@ -453,15 +453,35 @@ __device__ __forceinline__ unsigned activation_pair(const unsigned* xw, int k) {
     return __byte_perm(xw[low >> 1], xw[high >> 1], (low & 1 ? 0x32 : 0x10) | (high & 1 ? 0x7600 : 0x5400));
 }
 
+// A lane's whole code words of a step (16-byte aligned rows) and its 32 activations (16-byte aligned).
 template <int BITS>
-__device__ __forceinline__ void load_codes(const unsigned* row, int available, unsigned* w) {
-    const bool whole = available >= BITS;
-    if (BITS == 4 && whole && (((unsigned long long)row) & 15) == 0) {
+__device__ __forceinline__ void whole_codes(const unsigned* row, unsigned* w) {
+    if (BITS == 4) {
         const uint4 v = *(const uint4*)row;
         w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
-    } else if (BITS == 2 && whole && (((unsigned long long)row) & 7) == 0) {
+    } else if (BITS == 2) {
         const uint2 v = *(const uint2*)row;
         w[0] = v.x, w[1] = v.y;
+    } else {
+#pragma unroll
+        for (int i = 0; i < BITS; ++i) w[i] = row[i];
+        if (!Pairs<BITS>::in_word) w[BITS] = 0u;
+    }
+}
+
+__device__ __forceinline__ void whole_activations(const unsigned short* x, unsigned* xw) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint4 v = ((const uint4*)x)[i];
+        xw[4 * i] = v.x, xw[4 * i + 1] = v.y, xw[4 * i + 2] = v.z, xw[4 * i + 3] = v.w;
+    }
+}
+
+template <int BITS>
+__device__ __forceinline__ void load_codes(const unsigned* row, int available, unsigned* w) {
+    constexpr unsigned long long alignment = BITS == 4 ? 15 : BITS == 2 ? 7 : 3;
+    if (available >= BITS && (((unsigned long long)row) & alignment) == 0) {
+        whole_codes<BITS>(row, w);
     } else {
 #pragma unroll
         for (int i = 0; i < BITS; ++i) w[i] = i < available ? row[i] : 0u;
@@ -470,11 +490,7 @@ __device__ __forceinline__ void load_codes(const unsigned* row, int available, u
 
 __device__ __forceinline__ void load_activations(const unsigned short* x, int available, bool vectors, unsigned* xw) {
     if (vectors && available >= 32) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const uint4 v = ((const uint4*)x)[i];
-            xw[4 * i] = v.x, xw[4 * i + 1] = v.y, xw[4 * i + 2] = v.z, xw[4 * i + 3] = v.w;
-        }
+        whole_activations(x, xw);
     } else {
 #pragma unroll
         for (int k = 0; k < 16; ++k)
@@ -554,30 +570,6 @@ template <bool B>
 struct Flag {
     static constexpr bool value = B;
 };
-
-// A lane's whole code words of a step (16-byte aligned rows) and its 32 activations (16-byte aligned).
-template <int BITS>
-__device__ __forceinline__ void whole_codes(const unsigned* row, unsigned* w) {
-    if (BITS == 4) {
-        const uint4 v = *(const uint4*)row;
-        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
-    } else if (BITS == 2) {
-        const uint2 v = *(const uint2*)row;
-        w[0] = v.x, w[1] = v.y;
-    } else {
-#pragma unroll
-        for (int i = 0; i < BITS; ++i) w[i] = row[i];
-        if (!Pairs<BITS>::in_word) w[BITS] = 0u;
-    }
-}
-
-__device__ __forceinline__ void whole_activations(const unsigned short* x, unsigned* xw) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint4 v = ((const uint4*)x)[i];
-        xw[4 * i] = v.x, xw[4 * i + 1] = v.y, xw[4 * i + 2] = v.z, xw[4 * i + 3] = v.w;
-    }
-}
 
 // The activations of one step for the lane: row g (+ 8 in the second tile) of columns `column` on, or
 // the last row where there are fewer, so that no lane branches (an mma's columns are independent:
