@@ -589,11 +589,24 @@ __device__ __forceinline__ void step_activations(const unsigned short* xs, long 
     }
 }
 
-// Code words of a step for rows a and b (none for b in the ones row: codes 0).
-template <int BITS>
+// Code words of a step for rows a and b (none for b in the ones row: codes 0); WHOLE: the step's
+// words are whole and aligned, or past the range (then left as they are: never read).
+template <int BITS, bool WHOLE>
 __device__ __forceinline__ void step_codes(const unsigned* row_a, const unsigned* row_b, bool ones, int step, int s1,
                                            int q4, int row_words, unsigned* wa, unsigned* wb) {
-    const int w0 = (step * 4 + q4) * BITS, available = step < s1 ? row_words - w0 : 0;
+    const int w0 = (step * 4 + q4) * BITS;
+    if (WHOLE) {
+        if (step >= s1) return;
+        whole_codes<BITS>(row_a + w0, wa);
+        if (ones) {
+#pragma unroll
+            for (int i = 0; i < BITS + !Pairs<BITS>::in_word; ++i) wb[i] = 0u;
+        } else {
+            whole_codes<BITS>(row_b + w0, wb);
+        }
+        return;
+    }
+    const int available = step < s1 ? row_words - w0 : 0;
     load_codes<BITS>(row_a + w0, available, wa);
     load_codes<BITS>(row_b + w0, ones ? 0 : available, wb);
     if (!Pairs<BITS>::in_word) wa[BITS] = wb[BITS] = 0u;  // code_at's look at the next word
@@ -714,7 +727,8 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
         for (int u = 0; u < SETS; ++u) c[tile][u][0] = c[tile][u][1] = c[tile][u][2] = c[tile][u][3] = 0.0f;
     unsigned wa[DEPTH][WORDS], wb[DEPTH][WORDS], xw[2][TILES][16];
 #pragma unroll
-    for (int d = 0; d < DEPTH; ++d) step_codes<BITS>(row_a, row_b, ones, s0 + d, s1, q4, row_words, wa[d], wb[d]);
+    for (int d = 0; d < DEPTH; ++d)
+        step_codes<BITS, false>(row_a, row_b, ones, s0 + d, s1, q4, row_words, wa[d], wb[d]);
     step_activations<TILES>(xs, x_stride, activations, g, s0 * MMA_STEP + q4 * 32, t.cols, vectors, xw[0]);
     // A round: DEPTH steps from step0 (fewer where the range ends), each refilling its ring slot with
     // the codes DEPTH steps on. In a whole round (every step and every code and activation it loads
@@ -749,20 +763,7 @@ __global__ void MMA_LAUNCH_BOUNDS icq_mma(TENSOR_ARGS, const void* x, long long 
                     mma_16816<BF16>(c[tile][P::set(2 * i)], a0, a1, a2, a3, activation_pair<BITS>(xw[d & 1][tile], 2 * i),
                                     activation_pair<BITS>(xw[d & 1][tile], 2 * i + 1));
             }
-            if (WHOLE) {
-                if (step + DEPTH < s1) {
-                    const int w0 = ((step + DEPTH) * 4 + q4) * BITS;
-                    whole_codes<BITS>(row_a + w0, wa[d]);
-                    if (ones) {
-#pragma unroll
-                        for (int i = 0; i < WORDS; ++i) wb[d][i] = 0u;
-                    } else {
-                        whole_codes<BITS>(row_b + w0, wb[d]);
-                    }
-                }
-            } else {
-                step_codes<BITS>(row_a, row_b, ones, step + DEPTH, s1, q4, row_words, wa[d], wb[d]);
-            }
+            step_codes<BITS, WHOLE>(row_a, row_b, ones, step + DEPTH, s1, q4, row_words, wa[d], wb[d]);
         }
     };
     for (int step0 = s0; step0 < s1; step0 += DEPTH) {
